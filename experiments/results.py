@@ -1,0 +1,119 @@
+"""Tables of a study folder — while it runs, after it was interrupted, or when it is done.
+
+    python experiments/results.py STUDY [--format github|latex|csv|markdown] [--select last|best]
+                                        [--plot DIR] [--no-write]
+
+Prints a status line (nodes done / running / failed / missing), the ablation table (mIoU mean ± std over
+seeds, Δ vs the first row), the per-class IoU table and one table per swept axis, and writes
+``STUDY/results.parquet`` (the tidy table every printed table is a view of) unless ``--no-write``.
+``--select best`` scores each row at its best eval step (model selection on target val; the tables say so).
+``--plot DIR`` (needs matplotlib) draws per-class IoU bars per variant and mIoU ± std against each swept
+value. Not done: the strip of example predictions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+try:
+    import proda  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from proda.ablation import results as R  # noqa: E402
+
+
+def _pyplot():
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("--plot needs matplotlib: pip install matplotlib") from None
+    return plt
+
+
+def _plot(df, select: str, out_dir: Path) -> list[Path]:
+    plt = _pyplot()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    sc, axes, classes = R.scores(df, select), R.axis_columns(df), R.class_columns(df)
+    groups = R.group_rows(sc, axes)
+    label = lambda k: " ".join([k["variant"], *(f"{a}={k[a]}" for a in axes if a in k)])  # noqa: E731
+    written = []
+    if classes and groups:
+        fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(classes) * max(1, len(groups)) / 2), 4))
+        width = 0.8 / len(groups)
+        for i, (k, g) in enumerate(groups):
+            ax.bar([c + i * width for c in range(len(classes))], [R.nanmean(g[c]) for c in classes], width,
+                   label=label(k))
+        ax.set_xticks([c + 0.4 - width / 2 for c in range(len(classes))], classes, rotation=60, ha="right")
+        ax.set_ylabel(f"IoU (%), mean over seeds, {select} eval step")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out_dir / "per_class.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    for f in axes:
+        sub = sc[[not R.is_null(v) for v in sc[f]]]
+        fig, ax = plt.subplots(figsize=(5, 3.5))
+        by_line: dict[str, list] = {}
+        for k, g in R.group_rows(sub, axes):
+            v = [float(x) for x in g["miou"] if not math.isnan(x)]
+            if v:
+                m = sum(v) / len(v)
+                sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+                rest = {a: k[a] for a in k if a != f}
+                by_line.setdefault(" ".join(f"{a}={b}" for a, b in rest.items()), []).append((k[f], m, sd))
+        for name, pts in by_line.items():
+            pts.sort(key=lambda p: p[0])
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",
+                        capsize=3, label=name)
+        ax.set_xlabel(f)
+        ax.set_ylabel("mIoU (%) ± std over seeds")
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        written.append(out_dir / f"axis_{f.replace('.', '_')}.png")
+        fig.savefig(written[-1], dpi=120)
+        plt.close(fig)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("study", type=Path, help="the study folder (holds plan.json)")
+    ap.add_argument("--format", default="github", choices=("github", "latex", "csv", "markdown"))
+    ap.add_argument("--select", default="last", choices=("last", "best"),
+                    help="score a row at its final node's last eval step, or its best (selection on target val)")
+    ap.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots there (needs matplotlib)")
+    ap.add_argument("--no-write", action="store_true", help="do not write STUDY/results.parquet")
+    args = ap.parse_args(argv)
+    if args.plot:
+        _pyplot()  # fail before printing anything
+    try:
+        df = R.collect(args.study)
+    except FileNotFoundError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(R.status_line(df))
+    failed = df[df["status"] == "failed"].drop_duplicates("node_id")
+    for r in failed.itertuples(index=False):
+        print(f"  failed: {r.node_id} ({r.phase}, seed {r.seed}): {r.error}")
+    tables = {"Ablation": R.ablation_table(df, args.select),
+              "Per-class IoU": R.per_class_table(df, args.select),
+              **{f"mIoU vs {f}": t for f, t in R.axis_tables(df, args.select).items()}}
+    print()
+    print(R.render(tables, args.format))
+    if not args.no_write:
+        print(f"\nwrote {R.write_parquet(args.study, df)}")
+    if args.plot:
+        for p in _plot(df, args.select, args.plot):
+            print(f"wrote {p}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,408 @@
+"""An ablation spec (variants × value axes × seeds) → a DAG of stage nodes with shared prefixes merged.
+
+A *row* of the study is one (variant, axis values, seed); its config is
+``make_config(preset, "proda", seed, {**overrides, **variant switches, **axis values})`` and its
+chain of stage nodes is :func:`proda.engine.nodes.chain`. A node's id hashes its kind, seed, the config
+sections it depends on (``NODE_SECTIONS``) and its upstream ids, so identical prefixes of different rows
+get identical ids and are run once: the warm-up of a seed is trained once, whatever the number of
+variants or axis values that start from it (DESIGN.md decision 1).
+
+``axes`` is a mapping ``field → values`` (cross product, or zipped with ``zip_axes``) or a *list* of
+such mappings: the union of several sweeps, each varying its own fields with every other field at its
+preset value — a sensitivity study is three one-axis sweeps, not a 4×5×4 cube. A row of a sweep lists
+only that sweep's fields in ``Row.axes``.
+
+Variants are names of :data:`proda.presets.VARIANTS` or a mapping ``name → {component: value}`` with the
+components of :data:`proda.presets.COMPONENTS` (and dotted config fields), starting from ``base``
+(a variant name; default: the variant of the same name if there is one, else ``proda``), e.g.
+``{"no-sl": {"sl": false, "reg": false}}`` is ProDA without structure learning. They are stored
+normalised as ``name → dotted overrides``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import itertools
+import json
+from collections import Counter
+from dataclasses import MISSING, asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from proda.config import Config, ConfigError, field_paths, stable_hash
+from proda.presets import COMPONENTS, PRESETS, VARIANTS, make_config
+
+TABLE3_VARIANTS = ("source-only", "warmup", "st", "st+sce", "pd", "pd+sl", "proda")
+# every dotted field some variant sets: a row's switches come from its variant, never from `overrides`
+SWITCH_FIELDS = frozenset(k for v in VARIANTS.values() for k in v)
+# order of the chain positions: warmup, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2, ...
+_FIXED_PHASES = {"warmup": 0, "pseudo0": 1, "stage1": 2}
+CITYSCAPES_TRAIN_IMAGES = 2975
+
+
+def phase_position(name: str) -> int:
+    if name in _FIXED_PHASES:
+        return _FIXED_PHASES[name]
+    for prefix, off in (("pseudo", 1), ("distill", 2)):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return 2 * int(name[len(prefix):]) + off
+    raise ValueError(f"unknown phase '{name}'")
+
+
+def _hint(word: str, options) -> str:
+    close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.5)
+    return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(map(str, options))})"
+
+
+def _field_hint(key: str) -> str:
+    close = difflib.get_close_matches(str(key), field_paths(), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def _lookup(d: dict, dotted: str) -> Any:
+    return _lookup(d[dotted.split(".", 1)[0]], dotted.split(".", 1)[1]) if "." in dotted else d[dotted]
+
+
+# -- the spec --------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class AblationSpec:
+    name: str = "ablation"
+    preset: str = "synthetic"  # a key of proda.presets.PRESETS
+    variants: tuple[str, ...] | dict = TABLE3_VARIANTS  # normalised: name → dotted overrides
+    axes: dict[str, list] | list[dict[str, list]] = field(default_factory=dict)  # a sweep, or a union of sweeps
+    zip_axes: bool = False  # False: cross product within a sweep; True: zipped (equal lengths)
+    seeds: tuple[int, ...] = (0, 1, 2)
+    overrides: dict[str, Any] = field(default_factory=dict)  # dotted overrides for every row
+
+    def __post_init__(self):
+        put = lambda k, v: object.__setattr__(self, k, v)  # noqa: E731 - frozen dataclass
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"ablation name={self.name!r}: must be a non-empty string")
+        if self.preset not in PRESETS:
+            raise ConfigError(f"ablation preset={self.preset!r}: unknown preset{_hint(self.preset, list(PRESETS))}")
+        if not isinstance(self.zip_axes, bool):
+            raise ConfigError(f"ablation zip_axes={self.zip_axes!r}: expected true or false")
+        put("overrides", _check_overrides(self.overrides))
+        put("variants", _normalise_variants(self.variants))
+        put("axes", _normalise_axes(self.axes, self.zip_axes, self.overrides))
+        put("seeds", _check_seeds(self.seeds))
+        for vname, vo in self.variants.items():  # each row's config validates (seeds only change `seed`)
+            for combo in self.combos():
+                self.row_config(vname, combo, self.seeds[0], vo)
+
+    def sweeps(self) -> list[dict[str, list]]:
+        """``axes`` as a list of sweeps (one mapping each; ``[{}]`` when nothing is swept)."""
+        return list(self.axes) if isinstance(self.axes, list) else [self.axes]
+
+    def axis_fields(self) -> list[str]:
+        return [f for sweep in self.sweeps() for f in sweep]
+
+    def combos(self) -> list[dict[str, Any]]:
+        """The axis settings of the rows, sweep after sweep (``[{}]`` when nothing is swept)."""
+        out = []
+        for sweep in self.sweeps():
+            keys = list(sweep)
+            values = zip(*sweep.values()) if self.zip_axes else itertools.product(*sweep.values())
+            out += [dict(zip(keys, vals)) for vals in values] if sweep else [{}]
+        return out
+
+    def row_config(self, variant: str, combo: dict, seed: int, vo: dict | None = None) -> Config:
+        vo = self.variants[variant] if vo is None else vo
+        try:
+            return make_config(self.preset, "proda", seed, {**self.overrides, **vo, **combo})
+        except ConfigError as e:
+            where = ", ".join([f"variant '{variant}'"] + [f"{k}={v!r}" for k, v in combo.items()])
+            raise ConfigError(f"ablation row ({where}): {e}") from None
+
+    # -- conversions -------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        named = all(VARIANTS.get(n) == vo for n, vo in self.variants.items())
+        return {"name": self.name, "preset": self.preset,
+                "variants": list(self.variants) if named else {n: dict(vo) for n, vo in self.variants.items()},
+                "axes": json.loads(json.dumps(self.axes)), "zip_axes": self.zip_axes, "seeds": list(self.seeds),
+                "overrides": dict(self.overrides)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "AblationSpec":
+        if not isinstance(d, dict):
+            raise ConfigError(f"ablation spec must be a mapping, got {type(d).__name__}")
+        known = [f.name for f in fields(cls)]
+        for key in d:
+            if key not in known:
+                raise ConfigError(f"ablation spec: unknown key '{key}'{_hint(key, known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_yaml(cls, path_or_text: str | Path) -> "AblationSpec":
+        import yaml
+
+        text, stem = str(path_or_text), None
+        if isinstance(path_or_text, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
+            path = Path(path_or_text)
+            if not path.is_file():
+                raise ConfigError(f"ablation spec file '{path}' does not exist")
+            text, stem = path.read_text(), path.stem
+        try:
+            d = yaml.safe_load(text)
+        except yaml.YAMLError as e:
+            raise ConfigError(f"ablation spec: not valid YAML ({str(e).splitlines()[0]})") from None
+        d = {} if d is None else d
+        if isinstance(d, dict) and stem is not None:
+            d.setdefault("name", stem)
+        return cls.from_dict(d)
+
+
+def _check_overrides(overrides: Any) -> dict:
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"ablation overrides={overrides!r}: expected a mapping of dotted config fields")
+    paths = set(field_paths())
+    for key in overrides:
+        if key == "seed":
+            raise ConfigError("ablation overrides: 'seed' is set per row; list the seeds under 'seeds'")
+        if key not in paths:
+            raise ConfigError(f"ablation overrides: unknown config field '{key}'{_field_hint(key)}")
+        if key in SWITCH_FIELDS:
+            raise ConfigError(f"ablation overrides: '{key}' is a variant switch; set it in the variants "
+                              f"(components: {', '.join(COMPONENTS)})")
+    return dict(overrides)
+
+
+def _normalise_variants(variants: Any) -> dict[str, dict]:
+    if isinstance(variants, str):
+        variants = [variants]
+    if isinstance(variants, (list, tuple)):
+        twice = [n for n in variants if variants.count(n) > 1]
+        if twice:
+            raise ConfigError(f"ablation variants: '{twice[0]}' is listed twice")
+        variants = {name: None for name in variants}
+    if not isinstance(variants, dict):
+        raise ConfigError(f"ablation variants={variants!r}: expected a list of names or a mapping")
+    if not variants:
+        raise ConfigError(f"ablation variants: none given (known: {', '.join(VARIANTS)})")
+    paths = set(field_paths())
+    out = {}
+    for name, comps in variants.items():
+        if not isinstance(name, str) or not name:
+            raise ConfigError(f"ablation variants: name {name!r} must be a non-empty string")
+        if comps is None:
+            if name not in VARIANTS:
+                raise ConfigError(f"ablation variants: unknown variant '{name}'{_hint(name, list(VARIANTS))}")
+            comps = {"base": name}
+        if not isinstance(comps, dict):
+            raise ConfigError(f"ablation variant '{name}'={comps!r}: expected a mapping of components")
+        base = comps.get("base", name if name in VARIANTS else "proda")
+        if base not in VARIANTS:
+            raise ConfigError(f"ablation variant '{name}': unknown base variant '{base}'{_hint(base, list(VARIANTS))}")
+        vo = dict(VARIANTS[base])
+        for key, value in comps.items():
+            if key == "base":
+                continue
+            if key in COMPONENTS:
+                vo[COMPONENTS[key]] = value
+            elif key in paths and key != "seed":
+                vo[key] = value
+            else:
+                raise ConfigError(f"ablation variant '{name}': unknown component '{key}'"
+                                  f"{_hint(key, ['base', *COMPONENTS])}")
+        out[name] = vo
+    return out
+
+
+def _normalise_axes(axes: Any, zipped: bool, overrides: dict) -> dict | list:
+    single = isinstance(axes, dict)
+    sweeps = [axes] if single else axes
+    if not isinstance(sweeps, (list, tuple)) or not all(isinstance(s, dict) for s in sweeps):
+        raise ConfigError(f"ablation axes={axes!r}: expected a mapping field → values, or a list of them")
+    paths, seen, out = set(field_paths()), set(), []
+    for sweep in sweeps:
+        if not single and not sweep:
+            raise ConfigError("ablation axes: a sweep in the list is empty")
+        norm = {}
+        for key, values in sweep.items():
+            if key == "seed":
+                raise ConfigError("ablation axes: 'seed' cannot be an axis; list the seeds under 'seeds'")
+            if key not in paths:
+                raise ConfigError(f"ablation axes: unknown config field '{key}'{_field_hint(key)}")
+            if key in overrides:
+                raise ConfigError(f"ablation axes: '{key}' is also set in overrides; set it in one place")
+            if key in seen:
+                raise ConfigError(f"ablation axes: '{key}' is swept twice")
+            seen.add(key)
+            if not isinstance(values, (list, tuple)):
+                raise ConfigError(f"ablation axes: {key}={values!r}: expected a list of values")
+            if not values:
+                raise ConfigError(f"ablation axes: {key} has an empty list of values")
+            norm[key] = list(values)
+        if zipped and len({len(v) for v in norm.values()}) > 1:
+            lengths = ", ".join(f"{k}: {len(v)}" for k, v in norm.items())
+            raise ConfigError(f"ablation axes: zip_axes needs lists of equal length ({lengths})")
+        for key, vs in ({"zipped settings": list(zip(*norm.values()))} if zipped else norm).items():
+            if len({json.dumps(v, default=str) for v in vs}) < len(vs):
+                raise ConfigError(f"ablation axes: {key} repeats a value ({vs})")
+        out.append(norm)
+    return out[0] if single else (out or {})
+
+
+def _check_seeds(seeds: Any) -> tuple[int, ...]:
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        seeds = [seeds]
+    if not isinstance(seeds, (list, tuple)) or not seeds:
+        raise ConfigError(f"ablation seeds={seeds!r}: expected a non-empty list of integers")
+    for s in seeds:
+        if isinstance(s, bool) or not isinstance(s, int) or not 0 <= s < 2**31:
+            raise ConfigError(f"ablation seeds: {s!r} is not an integer in [0, 2^31)")
+    if len(set(seeds)) < len(seeds):
+        raise ConfigError(f"ablation seeds={list(seeds)}: a seed is repeated")
+    return tuple(seeds)
+
+
+# -- the DAG ---------------------------------------------------------------------------------------
+@dataclass
+class Node:
+    id: str
+    kind: str  # warmup | pseudo | stage1 | distill
+    name: str  # == phase
+    seed: int
+    config: dict  # Config.to_dict() of the first row that created it
+    inputs: dict[str, str]  # role → upstream node id
+    phase: str  # warmup, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2
+    est_cost: float  # compute units: optimiser steps × batch; pseudo: images × (2 if flip) / 8
+
+
+@dataclass
+class Row:
+    variant: str
+    axes: dict[str, Any]  # swept field → value (as the config holds it); only this row's sweep
+    seed: int
+    nodes: list[str]  # node ids in chain order
+    final: str  # last node id: the row's score is its evaluation
+
+
+def node_id(kind: str, config: Config, seed: int, input_ids: dict) -> str:
+    """Stable hash of the kind, seed, the config sections the kind depends on and the upstream ids."""
+    from proda.engine.nodes import NODE_SECTIONS  # noqa: PLC0415 - torch is imported only to expand
+
+    d = config.to_dict()
+    return stable_hash({"kind": kind, "seed": seed, "sections": {s: d[s] for s in NODE_SECTIONS[kind]},
+                        "inputs": dict(input_ids)}, 16)
+
+
+def est_cost(kind: str, cfg: Config) -> float:
+    """Compute units: optimiser steps × batch; pseudo labels: target-train images × (2 if flip) / 8."""
+    if kind == "pseudo":
+        from proda.data.synthetic import SyntheticSpec  # noqa: PLC0415
+
+        n = CITYSCAPES_TRAIN_IMAGES if cfg.data.target == "cityscapes" else SyntheticSpec().n_target_train
+        return n * (2 if cfg.pseudo.flip else 1) / 8
+    steps = {"warmup": cfg.warmup.steps, "stage1": cfg.stage1.steps, "distill": cfg.distill.steps}[kind]
+    return float(steps * cfg.data.batch_size)
+
+
+@dataclass
+class Plan:
+    spec: AblationSpec
+    nodes: dict[str, Node]
+    rows: list[Row]
+    phases: list[str]  # in execution order, only those used
+    naive_nodes: int  # one independent chain per row
+    naive_cost: float
+
+    def nodes_in_phase(self, phase: str) -> list[Node]:
+        return [n for n in self.nodes.values() if n.phase == phase]
+
+    @property
+    def cost(self) -> float:
+        return sum(n.est_cost for n in self.nodes.values())
+
+    def to_json(self) -> str:
+        return json.dumps({"version": 1, "spec": self.spec.to_dict(),
+                           "nodes": {k: asdict(n) for k, n in self.nodes.items()},
+                           "rows": [asdict(r) for r in self.rows], "phases": self.phases,
+                           "naive_nodes": self.naive_nodes, "naive_cost": self.naive_cost}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Plan":
+        d = json.loads(text)
+        return cls(spec=_stored_spec(d["spec"]), nodes={k: Node(**n) for k, n in d["nodes"].items()},
+                   rows=[Row(**r) for r in d["rows"]], phases=list(d["phases"]),
+                   naive_nodes=int(d["naive_nodes"]), naive_cost=float(d["naive_cost"]))
+
+    def summary(self) -> str:
+        s = self.spec
+        lines = [f"study '{s.name}': preset {s.preset}, {len(s.variants)} variant(s) × {len(s.combos())} axis "
+                 f"setting(s) × {len(s.seeds)} seed(s) = {len(self.rows)} rows",
+                 f"{'phase':<10} {'nodes':>6} {'naive':>6} {'merged away':>12}"]
+        naive = Counter(self.nodes[nid].phase for r in self.rows for nid in r.nodes)
+        for p in self.phases:
+            k = len(self.nodes_in_phase(p))
+            lines.append(f"{p:<10} {k:>6} {naive[p]:>6} {naive[p] - k:>12}")
+        total = len(self.nodes)
+        lines.append(f"{'total':<10} {total:>6} {self.naive_nodes:>6} {self.naive_nodes - total:>12}")
+        saved = 1 - self.cost / self.naive_cost if self.naive_cost else 0.0
+        lines.append(f"estimated work: {self.cost:,.0f} units merged vs {self.naive_cost:,.0f} with one chain "
+                     f"per row ({100 * saved:.1f}% saved; units = optimiser steps × batch)")
+        return "\n".join(lines)
+
+
+def _stored_spec(d: dict) -> AblationSpec:
+    """A spec as stored in a plan, without re-validating it against today's presets."""
+    spec = object.__new__(AblationSpec)
+    for f in fields(AblationSpec):
+        default = f.default_factory() if f.default_factory is not MISSING else f.default
+        object.__setattr__(spec, f.name, d.get(f.name, default))
+    object.__setattr__(spec, "seeds", tuple(spec.seeds))
+    if not isinstance(spec.variants, dict):
+        object.__setattr__(spec, "variants", {n: dict(VARIANTS.get(n, {})) for n in spec.variants})
+    return spec
+
+
+def expand(spec: AblationSpec) -> Plan:
+    """All rows of ``spec`` and the union of their chains, identical nodes merged."""
+    from proda.engine.nodes import chain  # noqa: PLC0415
+
+    nodes: dict[str, Node] = {}
+    rows: list[Row] = []
+    naive_nodes, naive_cost = 0, 0.0
+    for vname in spec.variants:
+        for combo in spec.combos():
+            for seed in spec.seeds:
+                cfg = spec.row_config(vname, combo, seed)
+                d = cfg.to_dict()
+                ids: dict[str, str] = {}
+                for ns in chain(cfg):
+                    nid = node_id(ns.kind, cfg, seed, {role: ids[up] for role, up in ns.inputs.items()})
+                    ids[ns.name] = nid
+                    cost = est_cost(ns.kind, cfg)
+                    naive_nodes, naive_cost = naive_nodes + 1, naive_cost + cost
+                    if nid not in nodes:
+                        nodes[nid] = Node(nid, ns.kind, ns.name, seed, d, {r: ids[u] for r, u in ns.inputs.items()},
+                                          ns.name, cost)
+                    elif phase_position(ns.name) < phase_position(nodes[nid].phase):
+                        # the same computation at an earlier chain position (e.g. pseudo labels of the
+                        # warm-up, named pseudo1 in a chain without stage 1): run it in the earlier phase
+                        nodes[nid].name = nodes[nid].phase = ns.name
+                chain_ids = list(ids.values())
+                rows.append(Row(vname, {k: _lookup(d, k) for k in combo}, seed, chain_ids, chain_ids[-1]))
+    phases = sorted({n.phase for n in nodes.values()}, key=phase_position)
+    return Plan(spec, nodes, rows, phases, naive_nodes, naive_cost)
+
+
+# -- built-in studies ------------------------------------------------------------------------------
+DEFAULT_SPEC = AblationSpec(name="default", preset="synthetic", variants=TABLE3_VARIANTS, seeds=(0, 1, 2))
+# every node kind (both warm-up kinds, pseudo, stage 1, distillation) in a couple of minutes; 2 seeds → std
+SMOKE_SPEC = AblationSpec(name="smoke", preset="smoke", variants=("source-only", "warmup", "pd+sl", "proda"),
+                          seeds=(0, 1))
+PAPER_SPEC = AblationSpec(name="paper", preset="paper-gta5", variants=TABLE3_VARIANTS, seeds=(0, 1, 2))
+# three one-axis sweeps around the preset (λ = stage1.proto_momentum, γ1, γ2), not their cross product
+SENSITIVITY_SPEC = AblationSpec(
+    name="sensitivity", preset="synthetic", variants=("pd+sl",), seeds=(0, 1, 2),
+    axes=[{"stage1.proto_momentum": [0.9, 0.99, 0.999, 0.9999]},
+          {"stage1.gamma1": [0.0, 1.0, 5.0, 10.0, 20.0]},
+          {"stage1.gamma2": [0.0, 0.05, 0.1, 0.2]}])
+BUILTIN_SPECS = {"default": DEFAULT_SPEC, "smoke": SMOKE_SPEC, "paper": PAPER_SPEC, "sensitivity": SENSITIVITY_SPEC}
+
+
+def builtin_spec(name: str) -> AblationSpec:
+    if name not in BUILTIN_SPECS:
+        raise ConfigError(f"ablation spec '{name}': unknown built-in spec{_hint(name, list(BUILTIN_SPECS))}")
+    return BUILTIN_SPECS[name]

@@ -1,0 +1,306 @@
+"""A study folder → one tidy table (Parquet) → the ablation, per-class and per-axis tables.
+
+The study folder (written by the runner) holds ``plan.json`` and ``nodes/<node_id>/`` with
+``metrics.jsonl`` (train and eval records), ``done.json`` (complete) or ``failed.json``. Whatever exists
+is read, so the tables work while a study runs and after it was interrupted (DESIGN.md decision 5).
+
+Scores: a row (variant × axis values × seed) is scored by its FINAL node's evaluation on target val —
+its last eval step (``select="last"``) or its best one (``select="best"``: model selection on target val,
+and the tables say so). Variants are reported as mean ± sample std over the seeds whose final node is
+done, with the count; rows with missing, running or failed seeds say so instead of being dropped.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from proda.ablation.grid import Plan
+
+# columns of the tidy table; the swept fields (one column each, dotted names) come after "seed"
+BASE_COLUMNS = ("study", "row", "variant", "seed", "node_id", "phase", "kind", "step", "class", "iou", "miou",
+                "status", "is_final", "pseudo_label_accuracy", "error")
+STATUSES = ("done", "running", "failed", "missing")
+MIOU = "mIoU"
+MIOU_BEST = "mIoU (best eval step: model selection on target val)"
+TRAINING_KINDS = ("warmup", "stage1", "distill")  # each has a config section of that name with `steps`
+
+
+def load_plan(study_dir: str | Path) -> Plan:
+    path = Path(study_dir) / "plan.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"'{study_dir}' is not a study folder: it has no plan.json")
+    return Plan.from_json(path.read_text())
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        d = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError):
+        return None
+    return d if isinstance(d, dict) else None
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError:  # blank, or a line still being written
+            continue
+        if isinstance(rec, dict):
+            out.append(rec)
+    return out
+
+
+def node_state(node_dir: Path, node) -> dict[str, Any]:
+    """``{"status", "evals": [(step, miou, {class: iou})] by step, "pseudo_label_accuracy", "error"}``."""
+    done, failed = _read_json(node_dir / "done.json"), _read_json(node_dir / "failed.json")
+    status = "done" if done is not None else "failed" if failed is not None else (
+        "running" if node_dir.is_dir() else "missing")
+    evals: dict[int, tuple] = {}  # step → record; a step evaluated twice (resume) keeps the later record
+    for rec in _read_jsonl(node_dir / "metrics.jsonl"):
+        if rec.get("kind") == "eval" and "miou" in rec and "step" in rec:
+            evals[int(rec["step"])] = (float(rec["miou"]), dict(rec.get("iou") or {}))
+    if done is not None and not evals and "miou" in done and node.kind in TRAINING_KINDS:
+        evals[int(node.config[node.kind]["steps"])] = (float(done["miou"]), dict(done.get("iou") or {}))
+    acc = (done or {}).get("pseudo_label_accuracy")
+    return {"status": status, "evals": [(s, *evals[s]) for s in sorted(evals)],
+            "pseudo_label_accuracy": float(acc) if acc is not None else math.nan,
+            "error": (failed or {}).get("error") if status == "failed" else None}
+
+
+def collect(study_dir: str | Path) -> pd.DataFrame:
+    """One row per (study row × node of its chain × eval step × class); nodes without evaluations
+    (pseudo labels, missing, running or failed nodes) appear once per study row with NaN IoU."""
+    study_dir = Path(study_dir)
+    plan = load_plan(study_dir)
+    axes = plan.spec.axis_fields()
+    states = {nid: node_state(study_dir / "nodes" / nid, node) for nid, node in plan.nodes.items()}
+    cols: dict[str, list] = {c: [] for c in (*BASE_COLUMNS[:4], *axes, *BASE_COLUMNS[4:])}
+
+    def add(i, row, nid, step, cls, iou, miou):
+        node, st = plan.nodes[nid], states[nid]
+        vals = {"study": study_dir.name, "row": i, "variant": row.variant, "seed": row.seed, "node_id": nid,
+                "phase": node.phase, "kind": node.kind, "step": step, "class": cls, "iou": iou, "miou": miou,
+                "status": st["status"], "is_final": nid == row.final,
+                "pseudo_label_accuracy": st["pseudo_label_accuracy"], "error": st["error"]}
+        vals.update({f: row.axes.get(f) for f in axes})
+        for c, v in vals.items():
+            cols[c].append(v)
+
+    for i, row in enumerate(plan.rows):
+        for nid in row.nodes:
+            evals = states[nid]["evals"]
+            if not evals:
+                add(i, row, nid, None, None, math.nan, math.nan)
+            for step, miou, iou in evals:
+                for cls, v in (iou.items() if iou else [(None, math.nan)]):
+                    add(i, row, nid, step, cls, math.nan if v is None else float(v), miou)
+    df = pd.DataFrame(cols)
+    df["step"] = df["step"].astype("Int64")
+    return df
+
+
+def write_parquet(study_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
+    """``STUDY/results.parquet`` from :func:`collect` (or ``df``, collected already), written atomically."""
+    from proda.engine.checkpoint import atomic_write  # noqa: PLC0415 - imports torch
+
+    path = Path(study_dir) / "results.parquet"
+    df = collect(study_dir) if df is None else df
+    atomic_write(path, lambda f: df.to_parquet(f, index=False))
+    return path
+
+
+# -- scores ----------------------------------------------------------------------------------------
+def axis_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df.columns if c not in BASE_COLUMNS]
+
+
+def class_columns(df: pd.DataFrame) -> list[str]:
+    return [c for c in df["class"].dropna().unique()]  # in the order of the eval records: train-id order
+
+
+def is_null(v: Any) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
+
+
+def scores(df: pd.DataFrame, select: str = "last") -> pd.DataFrame:
+    """One row per study row: variant, seed, axes, final node status, the selected eval step, mIoU and
+    the per-class IoU (NaN when the final node is not done or has no evaluation)."""
+    if select not in ("last", "best"):
+        raise ValueError(f"select={select!r}: must be 'last' or 'best'")
+    axes, classes = axis_columns(df), class_columns(df)
+    fin = df[df["is_final"]]
+    out = []
+    for i, g in fin.groupby("row", sort=True):
+        first = g.iloc[0]
+        rec = {"row": i, "variant": first["variant"], "seed": int(first["seed"]),
+               **{a: first[a] for a in axes}, "status": first["status"], "step": pd.NA, "miou": math.nan}
+        rec.update({c: math.nan for c in classes})
+        ev = g[g["step"].notna()]
+        if first["status"] == "done" and ev["miou"].notna().any():
+            per_step = ev.groupby("step", sort=True)["miou"].first().dropna()
+            step = per_step.index[-1] if select == "last" else per_step.idxmax()
+            at = ev[ev["step"] == step]
+            rec.update(step=int(step), miou=float(per_step[step]))
+            rec.update({c: float(v) for c, v in zip(at["class"], at["iou"]) if not is_null(c)})
+        out.append(rec)
+    return pd.DataFrame(out)
+
+
+def group_rows(sc: pd.DataFrame, axes: list[str]) -> list[tuple[dict, pd.DataFrame]]:
+    """Study rows grouped by (variant, axis values), in the order of the plan's rows."""
+    keys: dict[str, tuple[dict, list[int]]] = {}
+    for j in range(len(sc)):
+        r = sc.iloc[j]
+        key = {"variant": r["variant"], **{a: r[a] for a in axes if not is_null(r[a])}}
+        keys.setdefault(json.dumps(key, sort_keys=True, default=str), (key, []))[1].append(j)
+    return [(k, sc.iloc[idx]) for k, idx in keys.values()]
+
+
+def mean_std(values) -> str:
+    """``"41.20 ± 0.35 (n=3)"``; sample std (ddof=1), ``–`` for one value."""
+    v = [float(x) for x in values if not is_null(x)]
+    if not v:
+        return "–"
+    m = sum(v) / len(v)
+    if len(v) == 1:
+        return f"{m:.2f} ± – (n=1)"
+    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
+    return f"{m:.2f} ± {sd:.2f} (n={len(v)})"
+
+
+def nanmean(values) -> float:
+    v = [float(x) for x in values if not is_null(x)]
+    return sum(v) / len(v) if v else math.nan
+
+
+def _seeds_note(g: pd.DataFrame) -> str:
+    n_ok = int(g["miou"].notna().sum())
+    note = f"{n_ok} of {len(g)} seeds"
+    other = Counter("done, no eval" if s == "done" else s for s, m in zip(g["status"], g["miou"]) if is_null(m))
+    parts = [f"{other[s]} {s}" for s in ("failed", "running", "missing", "done, no eval") if other[s]]
+    return f"{note}; {', '.join(parts)}" if parts else note
+
+
+def _fmt_axis(v: Any) -> str:
+    return "" if is_null(v) else str(v)
+
+
+def _miou_header(select: str) -> str:
+    return MIOU_BEST if select == "best" else MIOU
+
+
+def ablation_table(df: pd.DataFrame, select: str = "last") -> list[dict]:
+    """Rows in spec order: variant, axis values, mIoU "mean ± std (n=k)", Δ vs the first row, seeds."""
+    sc, axes = scores(df, select), axis_columns(df)
+    groups = group_rows(sc, axes)
+    base = nanmean(groups[0][1]["miou"]) if groups else math.nan
+    out = []
+    for k, g in groups:
+        m = nanmean(g["miou"])
+        delta = "–" if (k is groups[0][0] or math.isnan(m) or math.isnan(base)) else f"{m - base:+.2f}"
+        out.append({"variant": k["variant"], **{a: _fmt_axis(k.get(a)) for a in axes},
+                    _miou_header(select): mean_std(g["miou"]), "Δ": delta, "seeds": _seeds_note(g)})
+    return out
+
+
+def per_class_table(df: pd.DataFrame, select: str = "last") -> tuple[list[str], list[list]]:
+    """Per-class IoU (mean over seeds) and mIoU per variant row, like the paper's Table 1."""
+    sc, axes, classes = scores(df, select), axis_columns(df), class_columns(df)
+    headers = ["variant", *axes, *classes, _miou_header(select)]
+    rows = []
+    for k, g in group_rows(sc, axes):
+        cells = [nanmean(g[c]) for c in classes]
+        rows.append([k["variant"], *(_fmt_axis(k.get(a)) for a in axes),
+                     *("–" if math.isnan(c) else f"{c:.2f}" for c in cells), mean_std(g["miou"])])
+    return headers, rows
+
+
+def axis_tables(df: pd.DataFrame, select: str = "last") -> dict[str, tuple[list[str], list[list]]]:
+    """One table per swept field: value → mIoU mean ± std over seeds. Rows where the field is not swept
+    (other sweeps of a union) are left out; in a cross product the other axes are listed alongside."""
+    sc, axes = scores(df, select), axis_columns(df)
+    out = {}
+    for f in axes:
+        sub = sc[[not is_null(v) for v in sc[f]]]
+        groups = group_rows(sub, axes)
+        others = [a for a in axes if a != f and any(a in k for k, _ in groups)]
+        show_variant = len({k["variant"] for k, _ in groups}) > 1
+        headers = [*(["variant"] if show_variant else []), *others, f, _miou_header(select), "seeds"]
+        rows = [[*([k["variant"]] if show_variant else []), *(_fmt_axis(k.get(a)) for a in others),
+                 _fmt_axis(k[f]), mean_std(g["miou"]), _seeds_note(g)] for k, g in groups]
+        out[f] = (headers, rows)
+    return out
+
+
+def status_counts(df: pd.DataFrame) -> dict[str, int]:
+    per_node = df.drop_duplicates("node_id").set_index("node_id")["status"]
+    c = Counter(per_node)
+    return {s: c.get(s, 0) for s in STATUSES}
+
+
+def status_line(df: pd.DataFrame) -> str:
+    c = status_counts(df)
+    return f"nodes: {c['done']} done, {c['running']} running, {c['failed']} failed, {c['missing']} missing " \
+           f"({sum(c.values())} in all)"
+
+
+# -- rendering -------------------------------------------------------------------------------------
+def _as_table(t) -> tuple[list[str], list[list]]:
+    if isinstance(t, tuple) and len(t) == 2:
+        return list(t[0]), [list(r) for r in t[1]]
+    if isinstance(t, list) and all(isinstance(r, dict) for r in t):
+        headers = list(t[0]) if t else []
+        return headers, [[r.get(h, "") for h in headers] for r in t]
+    raise TypeError(f"not a table: {type(t).__name__} (expected (headers, rows) or a list of dicts)")
+
+
+_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
+          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$",
+          "–": "--"}
+
+
+def _latex_escape(s: Any) -> str:
+    return "".join(_LATEX.get(ch, ch) for ch in str(s))
+
+
+def render(tables, fmt: str = "github") -> str:
+    """One table (``(headers, rows)`` or a list of dicts) or a mapping ``title → table``, as text."""
+    from tabulate import tabulate  # noqa: PLC0415
+
+    if fmt not in ("github", "latex", "csv", "markdown"):
+        raise ValueError(f"format {fmt!r}: must be one of github, latex, csv, markdown")
+    titled = list(tables.items()) if isinstance(tables, dict) else [(None, tables)]
+    parts = []
+    for title, t in titled:
+        headers, rows = _as_table(t)
+        if fmt == "csv":
+            buf = io.StringIO()
+            w = csv.writer(buf, lineterminator="\n")
+            if title:
+                w.writerow([f"# {title}"])
+            w.writerow(headers)
+            w.writerows(rows)
+            parts.append(buf.getvalue().rstrip("\n"))
+            continue
+        if fmt == "latex":
+            text = tabulate([[_latex_escape(c) for c in r] for r in rows], [_latex_escape(h) for h in headers],
+                            tablefmt="latex_raw", disable_numparse=True)
+            head = f"% {title}\n" if title else ""
+        else:
+            text = tabulate(rows, headers, tablefmt="pipe" if fmt == "markdown" else "github",
+                            disable_numparse=True)
+            head = f"### {title}\n\n" if title else ""
+        parts.append(head + (text if rows or headers else "(no rows)"))
+    return "\n\n".join(parts)

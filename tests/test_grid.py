@@ -1,0 +1,207 @@
+"""Ablation spec → DAG of stage nodes: validation, exact merge counts, stable ids, JSON round trip."""
+
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from proda.ablation.grid import (
+    BUILTIN_SPECS,
+    DEFAULT_SPEC,
+    AblationSpec,
+    Plan,
+    builtin_spec,
+    expand,
+    node_id,
+)
+from proda.config import ConfigError
+from proda.presets import VARIANTS, make_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def phase_counts(plan):
+    return Counter(n.phase for n in plan.nodes.values())
+
+
+# -- validation ------------------------------------------------------------------------------------
+@pytest.mark.parametrize("kwargs, message", [
+    ({"preset": "synthetc"}, "unknown preset (did you mean 'synthetic'?)"),
+    ({"variants": ("pd+sl", "prod")}, "unknown variant 'prod' (did you mean 'proda'?)"),
+    ({"variants": {"no-sl": {"base": "proda", "sll": False}}}, "unknown component 'sll' (did you mean 'sl'?)"),
+    ({"variants": {"x": {"base": "warmpu"}}}, "unknown base variant 'warmpu' (did you mean 'warmup'?)"),
+    ({"variants": ()}, "variants: none given"),
+    ({"variants": ("st", "st")}, "'st' is listed twice"),
+    ({"axes": {"stage1.gama1": [1.0]}}, "unknown config field 'stage1.gama1' (did you mean 'stage1.gamma1'?)"),
+    ({"overrides": {"stage1.stpes": 10}}, "unknown config field 'stage1.stpes' (did you mean 'stage1.steps'?)"),
+    ({"overrides": {"distill.rounds": 1}}, "'distill.rounds' is a variant switch"),
+    ({"overrides": {"seed": 3}}, "list the seeds under 'seeds'"),
+    ({"axes": {"stage1.gamma1": []}}, "stage1.gamma1 has an empty list of values"),
+    ({"axes": {"stage1.gamma1": 5.0}}, "expected a list of values"),
+    ({"axes": {"stage1.proto_momentum": [0.9, 1.5]}}, "stage1.proto_momentum=1.5: must be in [0.0, 1.0)"),
+    ({"axes": {"stage1.gamma1": [1.0, 2.0], "stage1.gamma2": [0.1]}, "zip_axes": True},
+     "zip_axes needs lists of equal length (stage1.gamma1: 2, stage1.gamma2: 1)"),
+    ({"axes": {"stage1.gamma1": [1.0, 1.0]}}, "stage1.gamma1 repeats a value"),
+    ({"axes": {"stage1.gamma1": [1.0, 1.0], "stage1.gamma2": [0.1, 0.1]}, "zip_axes": True},
+     "zipped settings repeats a value"),
+    ({"axes": [{"stage1.gamma1": [1.0]}, {"stage1.gamma1": [2.0]}]}, "'stage1.gamma1' is swept twice"),
+    ({"axes": {"stage1.gamma1": [1.0]}, "overrides": {"stage1.gamma1": 2.0}}, "also set in overrides"),
+    ({"seeds": ()}, "expected a non-empty list of integers"),
+    ({"seeds": (0, 1, 0)}, "a seed is repeated"),
+    ({"seeds": (0, -1)}, "-1 is not an integer"),
+    ({"variants": {"bad": {"base": "warmup", "sl": True}}}, "stage1.sl=True: needs stage1.st=true"),
+    ({"variants": {"bad": {"kd": "two"}}}, "distill.rounds='two': expected an integer"),
+])
+def test_invalid_specs_fail_at_construction_with_one_clear_line(kwargs, message):
+    with pytest.raises(ConfigError) as e:
+        AblationSpec(**kwargs)
+    assert message in str(e.value)
+    assert "\n" not in str(e.value)
+
+
+def test_out_of_range_axis_value_names_the_row_and_the_field():
+    with pytest.raises(ConfigError, match=r"variant 'pd\+sl', stage1.gamma1=-1.0\): stage1.gamma1=-1.0"):
+        AblationSpec(variants=("pd+sl",), axes={"stage1.gamma1": [1.0, -1.0]})
+
+
+def test_unknown_top_level_yaml_key_is_rejected():
+    with pytest.raises(ConfigError, match="unknown key 'seed' \\(did you mean 'seeds'\\?\\)"):
+        AblationSpec.from_yaml("preset: smoke\nseed: [0]\n")
+    with pytest.raises(ConfigError, match="ablation spec file 'nope.yaml' does not exist"):
+        AblationSpec.from_yaml("nope.yaml")
+
+
+def test_custom_variant_starts_from_base_and_applies_components():
+    spec = AblationSpec(variants={"pd+sl": None, "kd1": {"kd": 1}, "src-st": {"base": "st", "warmup": "source"},
+                                  "st": {"sce": True}, "tau": {"base": "pd+sl", "stage1.tau": 0.5}})
+    assert spec.variants["pd+sl"] == VARIANTS["pd+sl"]
+    assert spec.variants["kd1"] == {**VARIANTS["proda"], "distill.rounds": 1}  # default base: proda
+    assert spec.variants["st"] == {**VARIANTS["st"], "stage1.sce": True}  # default base: the same name
+    assert spec.variants["tau"] == {**VARIANTS["pd+sl"], "stage1.tau": 0.5}  # dotted fields too
+    assert spec.variants["src-st"] == {**VARIANTS["st"], "warmup.kind": "source"}
+    assert AblationSpec.from_dict(spec.to_dict()) == spec
+
+
+# -- merging ---------------------------------------------------------------------------------------
+def test_default_spec_merges_shared_prefixes_exactly():
+    plan = expand(DEFAULT_SPEC)  # 7 variants × 3 seeds
+    # per seed: source-only 1 node, warmup 1, st/st+sce/pd/pd+sl 3 each, proda 7 → 21 naive
+    assert len(plan.rows) == 21 and plan.naive_nodes == 3 * 21
+    # per seed merged: 2 warm-ups (source, adversarial), 1 pseudo0, 4 stage1 (st, st+sce, pd, pd+sl = proda's),
+    # pseudo1, distill1, pseudo2, distill2 → 11
+    assert phase_counts(plan) == {"warmup": 6, "pseudo0": 3, "stage1": 12, "pseudo1": 3, "distill1": 3,
+                                  "pseudo2": 3, "distill2": 3}
+    assert len(plan.nodes) == 33
+    assert plan.phases == ["warmup", "pseudo0", "stage1", "pseudo1", "distill1", "pseudo2", "distill2"]
+    rows = {(r.variant, r.seed): r for r in plan.rows}
+    for seed in (0, 1, 2):
+        src, wu = rows["source-only", seed].nodes, rows["warmup", seed].nodes
+        assert len(src) == len(wu) == 1 and src != wu  # two warm-up kinds, nothing else
+        kinds = Counter(n.config["warmup"]["kind"] for n in plan.nodes_in_phase("warmup") if n.seed == seed)
+        assert kinds == {"source": 1, "adversarial": 1}
+        st_like = [rows[v, seed] for v in ("st", "st+sce", "pd", "pd+sl", "proda")]
+        assert len({r.nodes[0] for r in st_like}) == 1 and st_like[0].nodes[0] == wu[0]
+        assert len({r.nodes[1] for r in st_like}) == 1  # one pseudo0 per seed
+        assert len({r.nodes[2] for r in st_like}) == 4  # pd+sl and proda share stage 1
+        assert rows["proda", seed].nodes[2] == rows["pd+sl", seed].nodes[2]
+        assert [plan.nodes[n].phase for n in rows["proda", seed].nodes] == plan.phases
+        assert rows["proda", seed].final == rows["proda", seed].nodes[-1]
+    assert len({n.seed for n in plan.nodes.values()}) == 3  # no sharing across seeds
+
+
+def test_sensitivity_trains_the_warmup_of_a_seed_once_for_all_axis_values():
+    spec = builtin_spec("sensitivity")  # pd+sl; λ 4 values, γ1 5, γ2 4, as three one-axis sweeps; 3 seeds
+    plan = expand(spec)
+    assert len(plan.rows) == (4 + 5 + 4) * 3 and plan.naive_nodes == 39 * 3
+    # stage-1 configs per seed: 4 (λ) + 4 (γ1 without the preset 10) + 3 (γ2 without the preset 0.1) = 11
+    assert phase_counts(plan) == {"warmup": 3, "pseudo0": 3, "stage1": 33}
+    assert {next(iter(r.axes)) for r in plan.rows} == {
+        "stage1.proto_momentum", "stage1.gamma1", "stage1.gamma2"}
+    assert all(len(r.axes) == 1 for r in plan.rows)
+    base = [r for r in plan.rows if r.seed == 0 and r.axes in
+            ({"stage1.proto_momentum": 0.99}, {"stage1.gamma1": 10.0}, {"stage1.gamma2": 0.1})]
+    assert len(base) == 3 and len({r.final for r in base}) == 1  # the preset point is one node
+
+
+def test_cross_product_and_zip():
+    cross = AblationSpec(preset="smoke", variants=("pd+sl",), seeds=(0,),
+                         axes={"stage1.gamma1": [1.0, 5.0], "stage1.gamma2": [0.0, 0.1, 0.2]})
+    zipped = AblationSpec(preset="smoke", variants=("pd+sl",), seeds=(0,), zip_axes=True,
+                          axes={"stage1.gamma1": [1.0, 5.0], "stage1.gamma2": [0.0, 0.1]})
+    assert len(expand(cross).rows) == 6 and len(expand(zipped).rows) == 2
+    assert [r.axes for r in expand(zipped).rows] == [{"stage1.gamma1": 1.0, "stage1.gamma2": 0.0},
+                                                     {"stage1.gamma1": 5.0, "stage1.gamma2": 0.1}]
+
+
+def test_node_costs():
+    plan = expand(AblationSpec(preset="smoke", variants=("proda",), seeds=(0,)))
+    cost = {n.phase: n.est_cost for n in plan.nodes.values()}
+    assert cost["warmup"] == 40 * 8 and cost["stage1"] == 20 * 8 and cost["distill2"] == 20 * 8
+    assert cost["pseudo0"] == 1000 * 2 / 8  # 1000 synthetic target-train images, flipped
+    assert plan.naive_cost == sum(cost.values())
+
+
+@pytest.mark.parametrize("order", [("proda", "kd-only"), ("kd-only", "proda")])
+def test_same_computation_at_another_chain_position_runs_in_the_earlier_phase(order):
+    # kd-only: warm-up → pseudo1 → distill1; its pseudo1 (labels of the warm-up) is proda's pseudo0
+    variants = {"proda": None, "kd-only": {"base": "warmup", "kd": 1}}
+    plan = expand(AblationSpec(preset="smoke", variants={k: variants[k] for k in order}, seeds=(0,)))
+    rows = {r.variant: r for r in plan.rows}
+    assert rows["kd-only"].nodes[:2] == rows["proda"].nodes[:2]
+    assert plan.nodes[rows["kd-only"].nodes[1]].phase == plan.nodes[rows["kd-only"].nodes[1]].name == "pseudo0"
+    for r in plan.rows:  # every node runs in a phase after those of its inputs
+        pos = [plan.phases.index(plan.nodes[n].phase) for n in r.nodes]
+        assert pos == sorted(pos) and len(set(pos)) == len(pos)
+    assert len(plan.nodes) == 8  # warm-up, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2 + kd-only's distill1
+
+
+# -- ids -------------------------------------------------------------------------------------------
+def test_node_ids_are_stable_and_change_only_downstream():
+    spec = AblationSpec(preset="smoke", variants=("proda",), seeds=(0,))
+    a, b = expand(spec).rows[0].nodes, expand(spec).rows[0].nodes
+    assert a == b and all(len(i) == 16 for i in a)
+    changed = AblationSpec(preset="smoke", variants=("proda",), seeds=(0,), overrides={"distill.lr": 0.001})
+    c = expand(changed).rows[0].nodes  # warmup, pseudo0, stage1, pseudo1 | distill1, pseudo2, distill2
+    assert c[:4] == a[:4] and all(x != y for x, y in zip(c[4:], a[4:]))
+    s1 = expand(AblationSpec(preset="smoke", variants=("proda",), seeds=(0,),
+                             overrides={"stage1.gamma2": 0.2})).rows[0].nodes
+    assert s1[:2] == a[:2] and all(x != y for x, y in zip(s1[2:], a[2:]))
+
+
+def test_node_id_is_a_content_hash_independent_of_key_order():
+    cfg = make_config("smoke", "proda", 0)
+    a = node_id("stage1", cfg, 0, {"model": "a" * 16, "pseudo": "b" * 16})
+    assert a == node_id("stage1", cfg, 0, {"pseudo": "b" * 16, "model": "a" * 16})  # sha256 of sorted JSON
+    assert a != node_id("stage1", cfg, 1, {"model": "a" * 16, "pseudo": "b" * 16})
+    assert node_id("warmup", cfg, 0, {}) == node_id("warmup", cfg.override({"distill.lr": 0.1}), 0, {})
+
+
+# -- serialisation ---------------------------------------------------------------------------------
+def test_plan_json_round_trip():
+    plan = expand(builtin_spec("sensitivity"))
+    back = Plan.from_json(plan.to_json())
+    assert back.to_json() == plan.to_json()
+    assert back.rows == plan.rows and back.nodes == plan.nodes and back.spec.to_dict() == plan.spec.to_dict()
+    assert json.loads(plan.to_json())["naive_nodes"] == 117
+
+
+def test_summary_reports_merging():
+    text = expand(DEFAULT_SPEC).summary()
+    assert "= 21 rows" in text and "stage1" in text and "saved" in text
+    assert "total          33     63           30" in text
+
+
+@pytest.mark.parametrize("name", ["default", "smoke", "sensitivity"])
+def test_example_yaml_equals_builtin(name):
+    spec = AblationSpec.from_yaml(str(ROOT / "experiments" / "grids" / f"{name}.yaml"))
+    assert spec.to_dict() == BUILTIN_SPECS[name].to_dict()
+
+
+def test_builtin_specs_and_unknown_name():
+    assert set(BUILTIN_SPECS) == {"default", "smoke", "paper", "sensitivity"}
+    assert builtin_spec("paper").preset == "paper-gta5" and len(builtin_spec("paper").variants) == 7
+    kinds = {n.kind for n in expand(builtin_spec("smoke")).nodes.values()}
+    assert kinds == {"warmup", "pseudo", "stage1", "distill"} and len(builtin_spec("smoke").seeds) == 2
+    with pytest.raises(ConfigError, match="did you mean 'paper'"):
+        builtin_spec("papr")

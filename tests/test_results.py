@@ -1,0 +1,191 @@
+"""Study folder → tidy table → tables: exact cells on a hand-made study (no Ray, no training)."""
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from proda.ablation import results as R
+from proda.ablation.grid import AblationSpec, expand
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def iou(miou):  # three classes in train-id order; 'building' never evaluated (null → NaN)
+    return {"road": miou + 40, "sidewalk": miou - 10, "building": None}
+
+
+def write_node(study, nid, evals=(), done=None, failed=None, extra_lines=()):
+    d = study / "nodes" / nid
+    d.mkdir(parents=True, exist_ok=True)
+    lines = [json.dumps({"stage": "x", "step": s, "kind": "train", "loss": 1.0}) for s, _ in evals]
+    lines += [json.dumps({"stage": "x", "step": s, "kind": "eval", "miou": m, "iou": iou(m), "eval_seconds": 0.1})
+              for s, m in evals]
+    (d / "metrics.jsonl").write_text("\n".join([*lines, *extra_lines]) + "\n")
+    if done is not None:
+        (d / "done.json").write_text(json.dumps(done))
+    if failed is not None:
+        (d / "failed.json").write_text(json.dumps(failed))
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+    """warmup / st / pd+sl × seeds 0, 1, 2 on the smoke preset (warm-up 40 steps, stage 1 20 steps).
+
+    warmup  s0: 20→30, 40→32   s1: 20→34, 40→33   s2: done.json only (31; step 40)
+    st      s0: 10→36, 20→38   s1: failed          s2: missing
+    pd+sl   s0: 10→40, 20→44   s1: 10→41, 20→42   s2: running (10→50, not counted)
+    """
+    root = tmp_path_factory.mktemp("study") / "table3"
+    plan = expand(AblationSpec(name="t", preset="smoke", variants=("warmup", "st", "pd+sl"), seeds=(0, 1, 2)))
+    root.mkdir()
+    (root / "plan.json").write_text(plan.to_json())
+    rows = {(r.variant, r.seed): r for r in plan.rows}
+    warm = {0: [(20, 30.0), (40, 32.0)], 1: [(20, 34.0), (40, 33.0)]}
+    for s in (0, 1, 2):
+        r = rows["st", s]
+        if s in warm:
+            write_node(root, r.nodes[0], warm[s], done={"stage": "warmup", "kind": "warmup", "miou": warm[s][-1][1],
+                                                        "iou": iou(warm[s][-1][1])})
+        else:  # a finished node whose metrics log is gone: the score comes from done.json
+            (root / "nodes" / r.nodes[0]).mkdir(parents=True)
+            (root / "nodes" / r.nodes[0] / "done.json").write_text(
+                json.dumps({"stage": "warmup", "kind": "warmup", "miou": 31.0, "iou": iou(31.0)}))
+        write_node(root, r.nodes[1], done={"kind": "pseudo", "pseudo_label_accuracy": 70.0 + s})
+    write_node(root, rows["st", 0].final, [(10, 36.0), (20, 38.0)], done={"miou": 38.0, "iou": iou(38.0)})
+    write_node(root, rows["st", 1].final, [(10, 20.0)], failed={"error": "NonFiniteLoss: loss became NaN",
+                                                                  "phase": "stage1"})
+    write_node(root, rows["pd+sl", 0].final, [(10, 40.0), (20, 44.0)], done={"miou": 44.0, "iou": iou(44.0)})
+    write_node(root, rows["pd+sl", 1].final, [(10, 41.0), (20, 42.0)], done={"miou": 42.0, "iou": iou(42.0)})
+    write_node(root, rows["pd+sl", 2].final, [(10, 50.0)], extra_lines=['{"stage": "stage1", "ste'])  # torn line
+    return root
+
+
+@pytest.fixture(scope="module")
+def sweep_study(tmp_path_factory):
+    """pd+sl; sweeps γ1 ∈ {1, 10} and γ2 ∈ {0, 0.1} (the preset point γ1 10 / γ2 0.1 is one node); 2 seeds."""
+    root = tmp_path_factory.mktemp("study") / "sens"
+    spec = AblationSpec(name="s", preset="smoke", variants=("pd+sl",), seeds=(0, 1),
+                        axes=[{"stage1.gamma1": [1.0, 10.0]}, {"stage1.gamma2": [0.0, 0.1]}])
+    plan = expand(spec)
+    root.mkdir()
+    (root / "plan.json").write_text(plan.to_json())
+    score = {("stage1.gamma1", 1.0): (30.0, 31.0), ("stage1.gamma1", 10.0): (40.0, 42.0),
+             ("stage1.gamma2", 0.0): (35.0, 37.0), ("stage1.gamma2", 0.1): (40.0, 42.0)}
+    for r in plan.rows:
+        (f, v), = r.axes.items()
+        m = score[f, v][r.seed]
+        write_node(root, r.final, [(20, m)], done={"miou": m, "iou": iou(m)})
+    return root
+
+
+def test_collect_lists_every_node_of_every_row_with_its_status(study):
+    df = R.collect(study)
+    assert list(df.columns) == list(R.BASE_COLUMNS)  # no axes in this study
+    assert R.status_line(df) == "nodes: 9 done, 1 running, 1 failed, 1 missing (12 in all)"
+    missing = df[df["status"] == "missing"]
+    assert len(missing) == 1 and missing["iou"].isna().all() and missing["is_final"].all()
+    failed = df[df["status"] == "failed"]
+    assert len(failed) == 3 and set(failed["error"]) == {"NonFiniteLoss: loss became NaN"}  # 1 eval × 3 classes
+    pseudo = df[df["phase"] == "pseudo0"]
+    assert len(pseudo) == 6 and pseudo["step"].isna().all()  # once per row that uses it (st, pd+sl × 3 seeds)
+    assert sorted(set(pseudo["pseudo_label_accuracy"])) == [70.0, 71.0, 72.0]
+    w2 = df[(df["variant"] == "warmup") & (df["seed"] == 2)]
+    assert list(w2["step"]) == [40, 40, 40] and list(w2["miou"]) == [31.0] * 3  # from done.json
+    # a warm-up is listed under every row whose chain holds it: 3 variants × (2 evals × 3 classes) for seed 0
+    assert len(df[(df["phase"] == "warmup") & (df["seed"] == 0)]) == 3 * 6
+
+
+def test_ablation_table_last(study):
+    t = R.ablation_table(R.collect(study), "last")
+    assert [r["variant"] for r in t] == ["warmup", "st", "pd+sl"]
+    assert t[0] == {"variant": "warmup", "mIoU": "32.00 ± 1.00 (n=3)", "Δ": "–", "seeds": "3 of 3 seeds"}
+    assert t[1] == {"variant": "st", "mIoU": "38.00 ± – (n=1)", "Δ": "+6.00",
+                    "seeds": "1 of 3 seeds; 1 failed, 1 missing"}
+    assert t[2] == {"variant": "pd+sl", "mIoU": "43.00 ± 1.41 (n=2)", "Δ": "+11.00",
+                    "seeds": "2 of 3 seeds; 1 running"}
+
+
+def test_ablation_table_best_selects_the_best_step_and_says_so(study):
+    t = R.ablation_table(R.collect(study), "best")
+    # warm-up best steps: 32, 34, 31 → mean 32.33, sample std sqrt(14/3 / 2) = 1.53
+    assert t[0][R.MIOU_BEST] == "32.33 ± 1.53 (n=3)"
+    assert t[2][R.MIOU_BEST] == "43.00 ± 1.41 (n=2)" and t[2]["Δ"] == "+10.67"
+    assert "(best eval step: model selection on target val)" in R.render(t)
+
+
+def test_per_class_table(study):
+    headers, rows = R.per_class_table(R.collect(study))
+    assert headers == ["variant", "road", "sidewalk", "building", "mIoU"]
+    assert rows[0] == ["warmup", "72.00", "22.00", "–", "32.00 ± 1.00 (n=3)"]
+    assert rows[2] == ["pd+sl", "83.00", "33.00", "–", "43.00 ± 1.41 (n=2)"]
+
+
+def test_axis_tables_one_per_sweep(sweep_study):
+    df = R.collect(sweep_study)
+    assert R.axis_columns(df) == ["stage1.gamma1", "stage1.gamma2"]
+    # 2 seeds × (warm-up, pseudo0, 3 stage-1 nodes); only the final (stage-1) nodes were written
+    assert R.status_line(df) == "nodes: 6 done, 0 running, 0 failed, 4 missing (10 in all)"
+    tables = R.axis_tables(df)
+    assert tables["stage1.gamma1"] == (["stage1.gamma1", "mIoU", "seeds"],
+                                       [["1.0", "30.50 ± 0.71 (n=2)", "2 of 2 seeds"],
+                                        ["10.0", "41.00 ± 1.41 (n=2)", "2 of 2 seeds"]])
+    assert tables["stage1.gamma2"][1] == [["0.0", "36.00 ± 1.41 (n=2)", "2 of 2 seeds"],
+                                          ["0.1", "41.00 ± 1.41 (n=2)", "2 of 2 seeds"]]
+    ab = R.ablation_table(df)
+    assert [(r["stage1.gamma1"], r["stage1.gamma2"], r["Δ"]) for r in ab] == [
+        ("1.0", "", "–"), ("10.0", "", "+10.50"), ("", "0.0", "+5.50"), ("", "0.1", "+10.50")]
+
+
+def test_parquet_is_written_atomically_and_readable(study):
+    path = R.write_parquet(study)
+    assert path == study / "results.parquet"
+    assert not [p for p in study.iterdir() if p.name.endswith(".tmp")]
+    table = pq.read_table(path)
+    assert table.num_rows == len(R.collect(study))
+    for col in ("study", "variant", "seed", "node_id", "phase", "kind", "step", "class", "iou", "miou", "status",
+                "is_final"):
+        assert col in table.column_names
+    df = table.to_pandas()
+    assert set(df["study"]) == {"table3"}
+    assert R.ablation_table(df) == R.ablation_table(R.collect(study))  # tables are views of the Parquet
+
+
+def test_sweep_parquet_keeps_axis_columns(sweep_study):
+    df = pq.read_table(R.write_parquet(sweep_study)).to_pandas()
+    assert {"stage1.gamma1", "stage1.gamma2"} <= set(df.columns)
+    assert R.axis_tables(df) == R.axis_tables(R.collect(sweep_study))
+
+
+def test_render_formats(study):
+    t = R.ablation_table(R.collect(study))
+    gh = R.render({"Ablation": t})
+    assert "### Ablation" in gh and "| pd+sl" in gh and "+11.00" in gh  # numbers are not re-parsed
+    assert "\\hline" in R.render(t, "latex") or "\\toprule" in R.render(t, "latex")
+    assert "43.00 $\\pm$ 1.41 (n=2)" in R.render(t, "latex")
+    csv_text = R.render(t, "csv").splitlines()
+    assert csv_text[0] == "variant,mIoU,Δ,seeds"
+    assert csv_text[3] == "pd+sl,43.00 ± 1.41 (n=2),+11.00,2 of 3 seeds; 1 running"
+    assert R.render(t, "markdown").splitlines()[1].startswith("|:")
+    with pytest.raises(ValueError, match="must be one of"):
+        R.render(t, "html")
+
+
+def test_cli_prints_status_and_tables(study):
+    out = subprocess.run([sys.executable, "experiments/results.py", str(study), "--no-write", "--select", "best"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    lines = out.stdout.splitlines()
+    assert lines[0] == "nodes: 9 done, 1 running, 1 failed, 1 missing (12 in all)"
+    assert "failed:" in lines[1] and "NonFiniteLoss" in lines[1]
+    assert "### Per-class IoU" in out.stdout and "model selection on target val" in out.stdout
+
+
+def test_mean_std_strings():
+    assert R.mean_std([1.0, 2.0, 3.0]) == "2.00 ± 1.00 (n=3)"
+    assert R.mean_std([5.0, math.nan]) == "5.00 ± – (n=1)"
+    assert R.mean_std([]) == "–"
