@@ -29,6 +29,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from proda.chain import chain, node_id
 from proda.config import Config, ConfigError, field_paths, stable_hash
 from proda.presets import COMPONENTS, PRESETS, VARIANTS, make_config
 
@@ -278,15 +279,6 @@ class Row:
     final: str  # last node id: the row's score is its evaluation
 
 
-def node_id(kind: str, config: Config, seed: int, input_ids: dict) -> str:
-    """Stable hash of the kind, seed, the config sections the kind depends on and the upstream ids."""
-    from proda.engine.nodes import NODE_SECTIONS  # noqa: PLC0415 - torch is imported only to expand
-
-    d = config.to_dict()
-    return stable_hash({"kind": kind, "seed": seed, "sections": {s: d[s] for s in NODE_SECTIONS[kind]},
-                        "inputs": dict(input_ids)}, 16)
-
-
 def est_cost(kind: str, cfg: Config) -> float:
     """Compute units: optimiser steps × batch; pseudo labels: target-train images × (2 if flip) / 8."""
     if kind == "pseudo":
@@ -358,7 +350,6 @@ def _stored_spec(d: dict) -> AblationSpec:
 
 def expand(spec: AblationSpec) -> Plan:
     """All rows of ``spec`` and the union of their chains, identical nodes merged."""
-    from proda.engine.nodes import chain  # noqa: PLC0415
 
     nodes: dict[str, Node] = {}
     rows: list[Row] = []

@@ -1,0 +1,155 @@
+"""Stage nodes: the chain of a variant, and running one node with its artifacts in a folder.
+
+A variant's chain is derived from its config: ``warmup`` → (``pseudo0`` → ``stage1``) → (``pseudoR`` →
+``distillR``) × rounds. A node reads its upstream nodes' folders and writes its own:
+``model.pt`` (final weights), ``pseudo.pt`` (pseudo-label nodes), ``checkpoint.pt`` while running, and
+``done.json`` (final metrics) last — a node with ``done.json`` is complete and never runs again.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+
+from proda.chain import NODE_SECTIONS, NodeSpec, chain  # noqa: F401 - re-exported
+from proda.config import Config
+from proda.engine import checkpoint as ckpt
+from proda.engine import distributed as ddp
+from proda.engine.data import open_split
+from proda.engine.trainer import Reporter, run_stage
+from proda.models import DeepLabV2, build_model
+
+def device_of(cfg: Config) -> torch.device:
+    if cfg.device == "cpu" or (cfg.device == "auto" and not torch.cuda.is_available()):
+        return torch.device("cpu")
+    if not torch.cuda.is_available():
+        raise ValueError("device='cuda': no CUDA device is available")
+    return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def new_model(cfg: Config) -> DeepLabV2:
+    m = cfg.model
+    return build_model(m.backbone, cfg.data.num_classes, pretrained=m.pretrained, dilations=m.dilations,
+                       feat_channels=m.feat_channels, dropout=m.dropout, image_branch=m.image_branch,
+                       squeeze_excite=m.squeeze_excite, width=m.width, output_stride=m.output_stride)
+
+
+def load_model(cfg: Config, node_dir: Path) -> DeepLabV2:
+    model = new_model(cfg)
+    path = node_dir / "model.pt"
+    ckpt.load_model_state(model, ckpt.load(path)["model"], str(path))
+    return model
+
+
+def is_done(node_dir: Path) -> bool:
+    return (node_dir / "done.json").is_file()
+
+
+def read_done(node_dir: Path) -> dict[str, Any]:
+    return json.loads((node_dir / "done.json").read_text())
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    ckpt.atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, allow_nan=True).encode()))
+
+
+def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str, str | Path],
+             reporter: Reporter | None = None, resume: bool = True, log: Callable[[str], None] = print,
+             metrics_log: Path | None = None, stop_after: int | None = None) -> dict[str, Any]:
+    """Run one node; ``inputs`` maps each role of ``spec.inputs`` to the upstream node's folder.
+
+    Returns the node's final metrics (also in ``out_dir/done.json``). A finished node returns its
+    stored metrics at once.
+    """
+    out_dir = Path(out_dir)
+    if is_done(out_dir):
+        return read_done(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = device_of(cfg)
+    ins = {k: Path(v) for k, v in inputs.items()}
+    for role, d in ins.items():
+        if not is_done(d):
+            raise RuntimeError(f"node '{spec.name}': its input '{role}' ({d}) is not complete")
+    # distinct, reproducible seeds per node kind
+    seed = cfg.seed * 1000 + {"warmup": 1, "pseudo": 2, "stage1": 3, "distill": 4}[spec.kind] * 10
+    ckpt.seed_everything(seed)
+    if cfg.deterministic:
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    val = open_split(cfg, "target", "val")
+    common = dict(out_dir=out_dir, val=val, num_classes=cfg.data.num_classes, eval_interval=cfg.eval.interval,
+                  checkpoint_interval=cfg.checkpoint_interval, log_interval=cfg.log_interval, reporter=reporter,
+                  resume=resume, log=log, metrics_log=metrics_log, eval_batch_size=cfg.eval.batch_size,
+                  eval_max_images=cfg.eval.max_images, stop_after=stop_after, stage_name=spec.name)
+    from proda.method import stages  # noqa: PLC0415 - keeps `import proda.engine` light
+
+    if spec.kind == "pseudo":
+        from proda.method.pseudo import generate  # noqa: PLC0415
+
+        model = load_model(cfg, ins["model"]).to(device)
+        res = generate(model, open_split(cfg, "target", "train"), cfg.data.num_classes, device,
+                       flip=cfg.pseudo.flip, batch_size=cfg.eval.batch_size, threshold=cfg.pseudo.threshold)
+        if ddp.is_main():
+            ckpt.save(out_dir / "pseudo.pt", {k: v for k, v in res.items() if k != "accuracy"})
+        result = {"stage": spec.name, "kind": "pseudo", "pseudo_label_accuracy": 100 * float(res["accuracy"]),
+                  "classes_without_prototype": int((res["counts"] == 0).sum())}
+        log(f"[{spec.name}] pseudo labels: accuracy {result['pseudo_label_accuracy']:.2f}% on target train")
+        if reporter is not None:
+            reporter(result, None)
+    else:
+        source = open_split(cfg, "source", "train")
+        target = open_split(cfg, "target", "train")
+        if spec.kind == "warmup":
+            model = new_model(cfg)
+            if cfg.warmup.kind == "source":
+                stage = stages.SourceStage(cfg, model, source, device, seed)
+            else:
+                stage = stages.AdversarialWarmup(cfg, model, source, target, device, seed)
+            steps = cfg.warmup.steps
+        elif spec.kind == "stage1":
+            model = load_model(cfg, ins["model"])
+            pl = ckpt.load(ins["pseudo"] / "pseudo.pt")
+            stage = stages.Stage1(cfg, model, source, target, pl["soft"], pl["protos"], pl["counts"], device, seed)
+            steps = cfg.stage1.steps
+        elif spec.kind == "distill":
+            teacher = load_model(cfg, ins["teacher"])
+            student = _student(cfg, teacher)
+            pl = ckpt.load(ins["pseudo"] / "pseudo.pt")
+            stage = stages.DistillStage(cfg, student, teacher, source, target, pl["soft"], device, seed)
+            steps = cfg.distill.steps
+        else:
+            raise ValueError(f"unknown node kind '{spec.kind}'")
+        last = run_stage(stage, steps=steps, **common)
+        if "stopped_at" in last:
+            return last
+        if ddp.is_main():
+            ckpt.save(out_dir / "model.pt", {"model": stage.eval_model.state_dict()})
+        result = {"stage": spec.name, "kind": spec.kind, **last}
+    if ddp.is_main():
+        _write_json(out_dir / "done.json", result)
+        (out_dir / "checkpoint.pt").unlink(missing_ok=True)
+    ddp.barrier()
+    return result
+
+
+def _student(cfg: Config, teacher: DeepLabV2) -> DeepLabV2:
+    """The distillation student: from ``distill.student_init`` (a self-supervised checkpoint of the
+    backbone) when given; else ImageNet weights from ``model.pretrained``; else, when neither exists,
+    the teacher's weights (the official code's ``student_init=stage1``)."""
+    init = cfg.distill.student_init
+    student = new_model(cfg)
+    if init and init != "teacher":
+        from proda.models.backbones import load_backbone_weights  # noqa: PLC0415
+
+        load_backbone_weights(student.backbone, init)
+    elif init == "teacher" or not cfg.model.pretrained:
+        student.load_state_dict(teacher.state_dict())
+    return student
+
+
+def finite(x: float) -> bool:
+    return isinstance(x, (int, float)) and math.isfinite(x)

@@ -1,0 +1,59 @@
+"""Pseudo labels and initial prototypes from a trained model on target train (paper Sec. 3.2).
+
+Soft labels p_{t,0} (class probabilities, optionally averaged with the flipped image's) are kept at the
+model's output resolution of the full image, as float16; hard labels are derived from them where
+needed (with a confidence threshold). Initial prototypes η(k) are the class centroids of the model's
+features under its own predictions. Generation is sharded over DDP ranks and gathered.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from proda.data.augment import normalize
+from proda.engine import distributed as ddp
+from proda.engine.data import Split, eval_batches
+from proda.evaluation import ConfusionMatrix
+from proda.method.prototypes import CentroidAccumulator
+
+
+@torch.inference_mode()
+def generate(model: torch.nn.Module, split: Split, num_classes: int, device: torch.device,
+             flip: bool = True, batch_size: int = 16, threshold: float = 0.0) -> dict[str, torch.Tensor]:
+    """Returns ``{'soft': (N,K,h,w) float16, 'protos': (K,C), 'counts': (K,), 'accuracy': ()}``.
+
+    ``accuracy`` is the pixel accuracy of the hard labels against the split's labels (NaN when the
+    split has none) — a diagnostic, never used for training.
+    """
+    model.eval()
+    acc = CentroidAccumulator(num_classes, model.feat_channels if hasattr(model, "feat_channels")
+                              else model.module.feat_channels, device=device)
+    cm = ConfusionMatrix(num_classes, device=device)
+    idx_parts, soft_parts = [], []
+    has_labels = split.labels is not None or split.dataset is not None
+    for idx, img, lab in eval_batches(split, batch_size):
+        x = normalize(img.to(device))
+        o = model(x)
+        prob = o["out"].float().softmax(1)  # (n, K, h, w)
+        if flip:
+            prob = 0.5 * (prob + model(x.flip(-1))["out"].float().softmax(1).flip(-1))
+        hard = prob.max(1)[1]  # (n, h, w)
+        acc.add(o["feat"].float(), hard)
+        if has_labels and lab is not None:
+            lab = lab.to(device)
+            up = torch.nn.functional.interpolate(prob, size=lab.shape[-2:], mode="bilinear", align_corners=False)
+            conf, pred = up.max(1)
+            if threshold > 0:
+                pred = torch.where(conf >= threshold, pred, torch.full_like(pred, 255))
+            cm.update(pred=pred, target=lab)
+        idx_parts.append(idx.to(device))
+        soft_parts.append(prob.half())
+    protos, counts = acc.compute()  # all-reduced over ranks
+    cm.all_reduce()
+    idx = ddp.all_gather_cat(torch.cat(idx_parts))
+    soft = ddp.all_gather_cat(torch.cat(soft_parts))
+    order = torch.argsort(idx)
+    out = {"soft": soft[order].cpu(), "protos": protos.cpu(), "counts": counts.cpu()}
+    total = cm.mat.sum()
+    out["accuracy"] = (cm.mat.diagonal().sum() / total).double().cpu() if total > 0 else torch.tensor(float("nan"))
+    return out

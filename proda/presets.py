@@ -1,0 +1,99 @@
+"""Presets (whole configs) and variants (the component switches of one ablation row).
+
+Presets: ``paper-gta5`` / ``paper-synthia`` (the paper's crop, batch, learning rates and iteration
+counts), ``synthetic`` (the embedded benchmark sized for 2 CPU cores) and ``smoke`` (the embedded
+benchmark, a whole variant chain in about a minute, for tests).
+
+Variants follow the paper's Table 3 rows: source-only < warm-up < ST < +SCE < PD < PD+SL < +KD.
+"""
+
+from __future__ import annotations
+
+from proda.config import Config, ConfigError
+
+# -- variants: dotted overrides that set every switch explicitly ----------------------------------
+_OFF = {"stage1.st": False, "stage1.sce": False, "stage1.pd": False, "stage1.sl": False, "stage1.reg": False,
+        "distill.rounds": 0}
+VARIANTS: dict[str, dict] = {
+    "source-only": {**_OFF, "warmup.kind": "source"},
+    "warmup": {**_OFF, "warmup.kind": "adversarial"},
+    "st": {**_OFF, "warmup.kind": "adversarial", "stage1.st": True},
+    "st+sce": {**_OFF, "warmup.kind": "adversarial", "stage1.st": True, "stage1.sce": True},
+    "pd": {**_OFF, "warmup.kind": "adversarial", "stage1.st": True, "stage1.sce": True, "stage1.pd": True},
+    "pd+sl": {**_OFF, "warmup.kind": "adversarial", "stage1.st": True, "stage1.sce": True, "stage1.pd": True,
+              "stage1.sl": True, "stage1.reg": True},
+    "proda": {**_OFF, "warmup.kind": "adversarial", "stage1.st": True, "stage1.sce": True, "stage1.pd": True,
+              "stage1.sl": True, "stage1.reg": True, "distill.rounds": 2},
+}
+# component names usable in ablation specs, and the config switch each one sets
+COMPONENTS = {"st": "stage1.st", "sce": "stage1.sce", "pd": "stage1.pd", "sl": "stage1.sl", "reg": "stage1.reg",
+              "kd": "distill.rounds", "warmup": "warmup.kind"}
+
+
+def _paper(source: str, num_classes: int) -> dict:
+    return {
+        "data": {"source": source, "target": "cityscapes", "num_classes": num_classes,
+                 "full_size": [1024, 2048], "crop": [512, 896], "crop_scale": [0.5, 1.0], "batch_size": 4,
+                 "num_workers": 6},
+        "model": {"backbone": "resnet101"},
+        "optim": {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 2e-4, "head_lr_mult": 10.0},
+        "warmup": {"steps": 20000, "lr": 2.5e-4, "adv_weight": 0.01},
+        "pseudo": {"threshold": 0.95, "flip": True},
+        "stage1": {"steps": 30000, "lr": 1e-4, "proto_momentum": 0.9999, "gamma1": 10.0, "gamma2": 0.1,
+                   "tau": 1.0, "alpha": 0.1, "beta": 1.0},
+        "distill": {"rounds": 2, "steps": 30000, "lr": 6e-4, "beta": 1.0},
+        "eval": {"interval": 1000, "batch_size": 2},
+        "checkpoint_interval": 1000,
+    }
+
+
+_SYNTHETIC = {
+    "data": {"source": "synthetic-source", "target": "synthetic-target", "num_classes": 19,
+             "full_size": [64, 128], "crop": [48, 96], "crop_scale": [0.4, 1.0], "batch_size": 8},
+    "model": {"backbone": "small", "width": 32, "output_stride": 4, "feat_channels": 64,
+              "dilations": [1, 2, 4, 6], "dropout": 0.1},
+    "optim": {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 5e-4, "head_lr_mult": 10.0},
+    "warmup": {"steps": 600, "lr": 0.01, "adv_weight": 0.01, "disc_lr": 1e-4},
+    "pseudo": {"threshold": 0.0, "flip": True},
+    "stage1": {"steps": 300, "lr": 0.005, "proto_momentum": 0.99, "gamma1": 10.0, "gamma2": 0.1, "tau": 1.0},
+    "distill": {"rounds": 2, "steps": 300, "lr": 0.005, "beta": 1.0},
+    "eval": {"interval": 200, "batch_size": 64},
+    "checkpoint_interval": 100,
+    "log_interval": 50,
+}
+
+_SMOKE = {
+    **_SYNTHETIC,
+    "warmup": {**_SYNTHETIC["warmup"], "steps": 40},
+    "stage1": {**_SYNTHETIC["stage1"], "steps": 20},
+    "distill": {**_SYNTHETIC["distill"], "steps": 20},
+    "eval": {"interval": 1000, "batch_size": 64, "max_images": 128},
+    "checkpoint_interval": 10,
+    "log_interval": 10,
+}
+
+PRESETS: dict[str, dict] = {
+    "paper-gta5": _paper("gta5", 19),
+    "paper-synthia": _paper("synthia", 16),
+    "synthetic": _SYNTHETIC,
+    "smoke": _SMOKE,
+}
+
+
+def preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"preset={name!r}: must be one of {sorted(PRESETS)}")
+    return Config.from_dict(PRESETS[name])
+
+
+def variant_overrides(name: str) -> dict:
+    if name not in VARIANTS:
+        raise ConfigError(f"variant={name!r}: must be one of {list(VARIANTS)}")
+    return dict(VARIANTS[name])
+
+
+def make_config(preset_name: str = "synthetic", variant: str = "proda", seed: int = 0,
+                overrides: dict | None = None) -> Config:
+    """Preset ⊕ variant switches ⊕ seed ⊕ extra dotted overrides, validated."""
+    cfg = preset(preset_name).override({**variant_overrides(variant), "seed": seed, **(overrides or {})})
+    return cfg
