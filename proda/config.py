@@ -61,6 +61,7 @@ class DataConfig:
     batch_size: int = 8  # global batch: split over DDP ranks
     num_workers: int = 0  # DataLoader workers for real datasets
     synthetic_seed: int = 0  # seed of the embedded benchmark's images (not the run's seed)
+    synthetic_scale: float = 1.0  # fraction of the embedded benchmark's default image counts (tests: < 1)
 
     def __post_init__(self):
         p = "data"
@@ -80,6 +81,8 @@ class DataConfig:
         _check(0 < lo <= hi <= 1, f"{p}.crop_scale", self.crop_scale, "must be (lo, hi) with 0 < lo <= hi <= 1")
         _in(f"{p}.batch_size", self.batch_size, 1, None)
         _in(f"{p}.num_workers", self.num_workers, 0, 64)
+        _in(f"{p}.synthetic_seed", self.synthetic_seed, 0, 2**31 - 1)
+        _in(f"{p}.synthetic_scale", self.synthetic_scale, 0.0, 10.0, lo_open=True)
 
 
 @dataclass(frozen=True)

@@ -57,15 +57,27 @@ def _resize_label(lab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(lab[None, None].float(), size=size, mode="nearest")[0, 0].long()
 
 
+def synthetic_spec(cfg: Config):
+    """The embedded benchmark's spec for ``cfg``: default size × ``data.synthetic_scale``."""
+    import dataclasses
+
+    from proda.data.synthetic import SyntheticSpec
+
+    base = SyntheticSpec(seed=cfg.data.synthetic_seed)
+    counts = {f.name: max(8, round(getattr(base, f.name) * cfg.data.synthetic_scale))
+              for f in dataclasses.fields(base) if f.name.startswith("n_")}
+    return dataclasses.replace(base, **counts)
+
+
 def open_split(cfg: Config, domain: str, split: str) -> Split:
     """``domain`` is 'source' or 'target'; real datasets come from :func:`proda.data.open_dataset`."""
     d = cfg.data
     name = d.source if domain == "source" else d.target
     root = d.source_root if domain == "source" else d.target_root
     if name.startswith("synthetic"):
-        from proda.data.synthetic import SyntheticDataset, SyntheticSpec
+        from proda.data.synthetic import SyntheticDataset
 
-        ds = SyntheticDataset(domain, split, spec=SyntheticSpec(seed=d.synthetic_seed), cache_dir=root)
+        ds = SyntheticDataset(domain, split, spec=synthetic_spec(cfg), cache_dir=root)
         images, labels = ds.images, ds.labels
         if tuple(images.shape[-2:]) != tuple(d.full_size):
             images = F.interpolate(images.float(), size=d.full_size, mode="bilinear", antialias=True,

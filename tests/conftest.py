@@ -1,0 +1,25 @@
+import os
+
+import pytest
+import torch
+
+# tests share one small embedded-benchmark cache and stay on few threads (2-core CI machine)
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+@pytest.fixture(scope="session")
+def synthetic_cache(tmp_path_factory):
+    """A per-session cache folder for the embedded benchmark (its images are generated on first use)."""
+    path = os.environ.get("PRODA_TEST_CACHE") or str(tmp_path_factory.mktemp("synthetic-cache"))
+    return path
+
+
+def tiny_config(synthetic_cache, variant="pd+sl", **overrides):
+    """The smoke preset on a small slice of the embedded benchmark: fast enough for unit tests."""
+    from proda.presets import make_config
+
+    base = {"data.source_root": synthetic_cache, "data.target_root": synthetic_cache,
+            "data.synthetic_scale": 0.05, "data.batch_size": 4, "warmup.steps": 4, "stage1.steps": 4,
+            "distill.steps": 4, "checkpoint_interval": 1, "log_interval": 2, "eval.interval": 1000,
+            "eval.max_images": 8, "eval.batch_size": 8}
+    return make_config("smoke", variant, 0, {**base, **overrides})
