@@ -94,23 +94,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         _pyplot()  # fail before printing anything
     try:
-        df = R.collect(args.study)
+        print(R.report(args.study, args.format, args.select, write=not args.no_write))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(R.status_line(df))
-    failed = df[df["status"] == "failed"].drop_duplicates("node_id")
-    for r in failed.itertuples(index=False):
-        print(f"  failed: {r.node_id} ({r.phase}, seed {r.seed}): {r.error}")
-    tables = {"Ablation": R.ablation_table(df, args.select),
-              "Per-class IoU": R.per_class_table(df, args.select),
-              **{f"mIoU vs {f}": t for f, t in R.axis_tables(df, args.select).items()}}
-    print()
-    print(R.render(tables, args.format))
-    if not args.no_write:
-        print(f"\nwrote {R.write_parquet(args.study, df)}")
     if args.plot:
-        for p in _plot(df, args.select, args.plot):
+        for p in _plot(R.collect(args.study), args.select, args.plot):
             print(f"wrote {p}")
     return 0
 

@@ -304,3 +304,19 @@ def render(tables, fmt: str = "github") -> str:
             head = f"### {title}\n\n" if title else ""
         parts.append(head + (text if rows or headers else "(no rows)"))
     return "\n\n".join(parts)
+
+
+def report(study_dir: str | Path, fmt: str = "github", select: str = "last", write: bool = True) -> str:
+    """Everything a person reads about a study: status line, failed nodes, the tables (and writes the
+    Parquet table unless ``write`` is False)."""
+    df = collect(study_dir)
+    lines = [status_line(df)]
+    failed = df[df["status"] == "failed"].drop_duplicates("node_id")
+    for r in failed.itertuples(index=False):
+        lines.append(f"  failed: {r.node_id} ({r.phase}, seed {r.seed}): {r.error}")
+    tables = {"Ablation": ablation_table(df, select), "Per-class IoU": per_class_table(df, select),
+              **{f"mIoU vs {f}": t for f, t in axis_tables(df, select).items()}}
+    lines += ["", render(tables, fmt)]
+    if write:
+        lines += ["", f"wrote {write_parquet(study_dir, df)}"]
+    return "\n".join(lines)

@@ -1,0 +1,301 @@
+"""Runs an ablation plan on Ray: each phase is a Tune experiment, each node a TorchTrainer (DDP).
+
+Train V2 pattern: a Tune *function* trainable per node launches a ``TorchTrainer`` whose workers run
+:func:`proda.engine.nodes.run_node`; ``TuneReportCallback`` forwards the workers' reports to Tune.
+Node artifacts live in ``STUDY/nodes/<node_id>/`` (a path every worker can reach: local disk on one
+machine, a shared file system such as NFS/EFS on a cluster); Tune/Train bookkeeping lives in
+``STUDY/phases/<phase>/``. A node with ``done.json`` never runs again — that is how an interrupted
+study resumes; a phase whose Tune experiment was interrupted is restored with ``Tuner.restore``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+from proda.ablation.grid import Plan
+from proda.engine.checkpoint import atomic_write
+
+
+class StudyError(RuntimeError):
+    """The study cannot start (storage, cluster, resources); the message says why in one line."""
+
+
+# ---------------------------------------------------------------------------------------------
+# code that runs on the Ray workers
+
+
+def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for k, v in metrics.items():
+        if isinstance(v, dict):
+            out.update({f"{k}/{kk}": vv for kk, vv in v.items()})
+        elif isinstance(v, (int, float, str, bool)):
+            out[k] = v
+    return out
+
+
+def _train_worker(config: dict) -> None:
+    """One Train worker (rank) of one node."""
+    import ray.train
+    import torch
+
+    from proda.config import Config
+    from proda.engine.nodes import NodeSpec, run_node
+    from proda.engine.trainer import NonFiniteLoss
+
+    torch.set_num_threads(config["threads"])
+    study = Path(config["study_dir"])
+    node = config["node"]
+    node_dir = study / "nodes" / node["id"]
+    spec = NodeSpec(node["kind"], node["name"], {r: r for r in node["inputs"]})
+    inputs = {role: study / "nodes" / up for role, up in node["inputs"].items()}
+
+    def reporter(metrics: dict, _ckdir) -> None:
+        ray.train.report(_flat({**metrics, "node_id": node["id"]}))
+
+    try:
+        res = run_node(spec, Config.from_dict(node["config"]), node_dir, inputs, reporter=reporter, resume=True,
+                       metrics_log=node_dir / "metrics.jsonl",
+                       log=lambda s: print(f"[{node['id'][:8]}] {s}", flush=True))
+    except NonFiniteLoss as e:  # deterministic: retrying cannot help; mark failed, stop this branch
+        _mark_failed(node_dir, str(e), node["name"])
+        ray.train.report({"failed": 1, "error": str(e), "node_id": node["id"]})
+        return
+    ray.train.report(_flat({**res, "node_id": node["id"], "done": 1}))
+
+
+def _mark_failed(node_dir: Path, error: str, phase: str) -> None:
+    node_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(node_dir / "failed.json", lambda f: f.write(json.dumps({"error": error, "phase": phase}).encode()))
+
+
+def _plan_node(config: dict) -> dict:
+    plan = json.loads((Path(config["study_dir"]) / "plan.json").read_text())
+    n = plan["nodes"][config["node_id"]]
+    return {"id": config["node_id"], "kind": n["kind"], "name": n["name"], "inputs": n["inputs"], "config": n["config"]}
+
+
+def _pseudo_trial(config: dict) -> None:
+    """A pseudo-label node in the trial process itself (one worker: no process group to set up).
+
+    Pseudo labelling is a few seconds of inference; a TorchTrainer's start costs more than that, and
+    trial actors are reused across the phase, so torch is imported once per slot.
+    """
+    import torch
+    from ray import tune
+
+    from proda.config import Config
+    from proda.engine.nodes import NodeSpec, run_node
+
+    torch.set_num_threads(config["scaling"]["threads"])
+    node, study = _plan_node(config), Path(config["study_dir"])
+    spec = NodeSpec(node["kind"], node["name"], {r: r for r in node["inputs"]})
+    res = run_node(spec, Config.from_dict(node["config"]), study / "nodes" / node["id"],
+                   {role: study / "nodes" / up for role, up in node["inputs"].items()},
+                   log=lambda s: print(f"[{node['id'][:8]}] {s}", flush=True))
+    tune.report(_flat({**res, "node_id": node["id"], "done": 1}))
+
+
+def _node_trial(config: dict) -> None:
+    """The Tune function trainable of one node: launches its TorchTrainer."""
+    import ray.train
+    from ray.train.torch import TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    node = _plan_node(config)
+    sc = config["scaling"]
+    trainer = TorchTrainer(
+        _train_worker,
+        train_loop_config={"node": node, "study_dir": config["study_dir"], "threads": sc["threads"]},
+        scaling_config=ray.train.ScalingConfig(num_workers=sc["workers"], use_gpu=sc["gpus"] > 0,
+                                               resources_per_worker=sc["resources"]),
+        run_config=ray.train.RunConfig(
+            name=f"node-{node['id']}", storage_path=str(Path(config["study_dir"]) / "phases" / "train"),
+            failure_config=ray.train.FailureConfig(max_failures=config["max_failures"]),
+            callbacks=[TuneReportCallback()],
+        ),
+    )
+    trainer.fit()
+
+
+# ---------------------------------------------------------------------------------------------
+# the driver
+
+
+def probe_storage(study_dir: Path) -> None:
+    """Fail at the start, not in hour three, when the study folder is not writable or the disk is full."""
+    try:
+        study_dir.mkdir(parents=True, exist_ok=True)
+        probe = study_dir / ".write-probe"
+        atomic_write(probe, lambda f: f.write(b"x" * 1024 * 1024))
+        probe.unlink()
+    except OSError as e:
+        raise StudyError(f"--storage '{study_dir}': not writable ({e.strerror or e})") from None
+
+
+def node_status(study_dir: Path, node_id: str) -> str:
+    d = study_dir / "nodes" / node_id
+    if (d / "done.json").is_file():
+        return "done"
+    if (d / "failed.json").is_file():
+        return "failed"
+    return "running" if d.is_dir() else "missing"
+
+
+def connect(address: str | None, timeout_s: float = 30.0) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if address in (None, "", "local"):
+        # the dashboard stays on: Ray Train's placement-group cleaner queries the state API through it
+        ray.init(log_to_driver=True, configure_logging=False, dashboard_host="127.0.0.1")
+        return
+    # fail within the timeout with the address named, instead of Ray's long retries
+    os.environ.setdefault("RAY_gcs_rpc_server_connect_timeout_s", str(int(timeout_s)))
+    os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(int(timeout_s)))
+    t0 = time.monotonic()
+    try:
+        ray.init(address=address, log_to_driver=True, configure_logging=False)
+    except Exception as e:  # noqa: BLE001 - one clear line
+        raise StudyError(f"--address {address}: no Ray cluster answered within {time.monotonic() - t0:.0f} s "
+                         f"({type(e).__name__})") from None
+
+
+TRIAL_CPU = 0.01  # the Tune trial that drives a node's TorchTrainer (Tune refuses a zero request)
+
+
+def scaling(workers: int, gpus_per_worker: float, cpus_per_worker: float) -> dict:
+    # the trial's share is taken from its workers' CPUs, so N trials of W workers fit N·W·cpus exactly
+    res = {"CPU": round(cpus_per_worker - TRIAL_CPU / workers, 6)}
+    if gpus_per_worker > 0:
+        res["GPU"] = gpus_per_worker
+    return {"workers": workers, "gpus": gpus_per_worker, "resources": res, "threads": max(1, int(cpus_per_worker))}
+
+
+def check_fits(sc: dict) -> int:
+    """How many trials the cluster can run at once; an error when one trial can never fit."""
+    import ray
+
+    total = ray.cluster_resources()
+    nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
+    per_worker = {k: (v + TRIAL_CPU / sc["workers"] if k == "CPU" else v) for k, v in sc["resources"].items()}
+    fits_per_node = [min(int(n.get(k, 0) // v + 1e-9) if v > 0 else 10**6 for k, v in per_worker.items())
+                     for n in nodes]
+    capacity = sum(fits_per_node)
+    if capacity < sc["workers"]:
+        need = ", ".join(f"{v:g} {k}" for k, v in per_worker.items())
+        have = ", ".join(f"{total.get(k, 0):g} {k}" for k in per_worker)
+        raise StudyError(f"--workers-per-trial {sc['workers']} × ({need}) can never fit this cluster "
+                         f"(it has {have} in all, room for {capacity} such workers)")
+    return max(1, capacity // sc["workers"])
+
+
+def run_phase(plan: Plan, phase: str, study_dir: Path, sc: dict, concurrent: int, max_failures: int,
+              log: Callable[[str], None]) -> None:
+    from ray import tune
+
+    todo = [n.id for n in plan.nodes_in_phase(phase) if node_status(study_dir, n.id) != "done"]
+    blocked = [i for i in todo if any(node_status(study_dir, up) != "done" for up in plan.nodes[i].inputs.values())]
+    for i in blocked:
+        _mark_failed(study_dir / "nodes" / i, "skipped: an upstream node failed", phase)
+    todo = [i for i in todo if i not in blocked]
+    if not todo:
+        return
+    for i in todo:  # a retried node starts clean of an earlier failure mark
+        (study_dir / "nodes" / i / "failed.json").unlink(missing_ok=True)
+    # pseudo labels of a 1-worker study run in the (reused) trial process; training nodes in a TorchTrainer
+    inline = all(plan.nodes[i].kind == "pseudo" for i in todo) and sc["workers"] == 1
+    if inline:
+        res = {"cpu": sc["resources"]["CPU"] + TRIAL_CPU, **({"gpu": sc["gpus"]} if sc["gpus"] > 0 else {})}
+        trainable = tune.with_resources(_pseudo_trial, res)
+    else:
+        trainable = tune.with_resources(_node_trial, {"cpu": TRIAL_CPU})
+    param_space = {"node_id": tune.grid_search(sorted(todo)), "study_dir": str(study_dir), "scaling": sc,
+                   "max_failures": max_failures}
+    exp_dir = study_dir / "phases"
+    exp_name = f"{phase}-{_digest(sorted(todo))}"
+    path = exp_dir / exp_name
+    if tune.Tuner.can_restore(str(path)):
+        log(f"[{phase}] restoring the interrupted Tune experiment {path}")
+        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+    else:
+        tuner = tune.Tuner(
+            trainable, param_space=param_space,
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=inline),
+            run_config=tune.RunConfig(name=exp_name, storage_path=str(exp_dir), verbose=1,
+                                      failure_config=tune.FailureConfig(max_failures=0)),
+        )
+    tuner.fit()
+    for i in todo:
+        if node_status(study_dir, i) != "done" and node_status(study_dir, i) != "failed":
+            _mark_failed(study_dir / "nodes" / i, "the node's trial ended without finishing (see its Tune log)",
+                         phase)
+
+
+def _digest(ids: list[str]) -> str:
+    from proda.config import stable_hash
+
+    return stable_hash(ids, 8)
+
+
+def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, workers_per_trial: int = 1,
+              gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_concurrent: int | None = None,
+              max_failures: int = 2, log: Callable[[str], None] = print) -> Path:
+    """Run every unfinished node of ``plan``, phase by phase; return the study folder."""
+    study_dir = Path(study_dir).expanduser().resolve()
+    probe_storage(study_dir)
+    atomic_write(study_dir / "plan.json", lambda f: f.write(plan.to_json().encode()))
+    total = sum(n.est_cost for n in plan.nodes.values())
+    done_cost = sum(n.est_cost for n in plan.nodes.values() if node_status(study_dir, n.id) == "done")
+    if done_cost >= total:
+        log("every node of this study is already finished: nothing to run")
+        return study_dir
+    connect(address)
+    sc = scaling(workers_per_trial, gpus_per_worker, cpus_per_worker)
+    concurrent = check_fits(sc)
+    if max_concurrent:
+        concurrent = min(concurrent, max_concurrent)
+    log(f"running up to {concurrent} node(s) at once, {workers_per_trial} worker(s) each")
+    t0, start_cost = time.monotonic(), done_cost
+    for phase in plan.phases:
+        run_phase(plan, phase, study_dir, sc, concurrent, max_failures, log)
+        done_cost = sum(n.est_cost for n in plan.nodes.values() if node_status(study_dir, n.id) == "done")
+        rate = (done_cost - start_cost) / max(time.monotonic() - t0, 1e-9)
+        left = (total - done_cost) / rate if rate > 0 else math.nan
+        log(f"[{phase}] finished; {100 * done_cost / total:.0f}% of the estimated work done"
+            + (f", about {left / 60:.1f} min left" if math.isfinite(left) and left > 0 else ""))
+    return study_dir
+
+
+def run_study_local(plan: Plan, study_dir: str | Path, log: Callable[[str], None] = print) -> Path:
+    """Run every unfinished node of ``plan`` in this process, phase by phase (no Ray): for benchmarks
+    that compare against the Ray runner, and for machines without Ray. Same folder layout."""
+    from proda.config import Config
+    from proda.engine.nodes import NodeSpec, run_node
+    from proda.engine.trainer import NonFiniteLoss
+
+    study_dir = Path(study_dir).expanduser().resolve()
+    probe_storage(study_dir)
+    atomic_write(study_dir / "plan.json", lambda f: f.write(plan.to_json().encode()))
+    for phase in plan.phases:
+        for node in plan.nodes_in_phase(phase):
+            if node_status(study_dir, node.id) == "done":
+                continue
+            node_dir = study_dir / "nodes" / node.id
+            if any(node_status(study_dir, up) != "done" for up in node.inputs.values()):
+                _mark_failed(node_dir, "skipped: an upstream node failed", phase)
+                continue
+            spec = NodeSpec(node.kind, node.name, {r: r for r in node.inputs})
+            try:
+                run_node(spec, Config.from_dict(node.config), node_dir,
+                         {role: study_dir / "nodes" / up for role, up in node.inputs.items()},
+                         metrics_log=node_dir / "metrics.jsonl", log=lambda s, i=node.id: log(f"[{i[:8]}] {s}"))
+            except NonFiniteLoss as e:
+                _mark_failed(node_dir, str(e), phase)
+    return study_dir
