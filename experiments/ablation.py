@@ -91,6 +91,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--workers-per-trial", type=int, default=1, help="DDP workers per node (default 1)")
     ap.add_argument("--gpus-per-worker", type=float, default=0.0)
     ap.add_argument("--cpus-per-worker", type=float, default=1.0)
+    ap.add_argument("--worker-group", action="store_true",
+                    help="always start a Train worker group, also for one CPU worker (default: Train's local mode "
+                         "runs a 1-worker CPU node inside its trial process)")
     ap.add_argument("--max-concurrent", type=int, default=None, help="nodes at once (default: fill the cluster)")
     ap.add_argument("--format", default="github", choices=("github", "latex", "csv", "markdown"))
     ap.add_argument("--select", default="last", choices=("last", "best"))
@@ -114,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
         t0 = time.monotonic()
         run_study(plan, study, address=args.address, workers_per_trial=args.workers_per_trial,
                   gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
-                  max_concurrent=args.max_concurrent, log=lambda s: print(s, flush=True))
+                  max_concurrent=args.max_concurrent, local=False if args.worker_group else None,
+                  log=lambda s: print(s, flush=True))
         print(f"\nstudy {study} — wall time {time.monotonic() - t0:.0f} s\n")
         print(R.report(study, args.format, args.select))
     except Exception as e:  # noqa: BLE001 - one clear line unless --debug

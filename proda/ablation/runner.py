@@ -42,6 +42,7 @@ def _flat(metrics: dict[str, Any]) -> dict[str, Any]:
 def _train_worker(config: dict) -> None:
     """One Train worker (rank) of one node."""
     import ray.train
+    import ray.tune
     import torch
 
     from proda.config import Config
@@ -55,8 +56,11 @@ def _train_worker(config: dict) -> None:
     spec = NodeSpec(node["kind"], node["name"], {r: r for r in node["inputs"]})
     inputs = {role: study / "nodes" / up for role, up in node["inputs"].items()}
 
+    # in Train's local mode the function runs inside the Tune trial, which takes tune.report
+    report = ray.tune.report if config["local"] else ray.train.report
+
     def reporter(metrics: dict, _ckdir) -> None:
-        ray.train.report(_flat({**metrics, "node_id": node["id"]}))
+        report(_flat({**metrics, "node_id": node["id"]}))
 
     try:
         res = run_node(spec, Config.from_dict(node["config"]), node_dir, inputs, reporter=reporter, resume=True,
@@ -64,9 +68,9 @@ def _train_worker(config: dict) -> None:
                        log=lambda s: print(f"[{node['id'][:8]}] {s}", flush=True))
     except NonFiniteLoss as e:  # deterministic: retrying cannot help; mark failed, stop this branch
         _mark_failed(node_dir, str(e), node["name"])
-        ray.train.report({"failed": 1, "error": str(e), "node_id": node["id"]})
+        report({"failed": 1, "error": str(e), "node_id": node["id"]})
         return
-    ray.train.report(_flat({**res, "node_id": node["id"], "done": 1}))
+    report(_flat({**res, "node_id": node["id"], "done": 1}))
 
 
 def _mark_failed(node_dir: Path, error: str, phase: str) -> None:
@@ -80,27 +84,6 @@ def _plan_node(config: dict) -> dict:
     return {"id": config["node_id"], "kind": n["kind"], "name": n["name"], "inputs": n["inputs"], "config": n["config"]}
 
 
-def _pseudo_trial(config: dict) -> None:
-    """A pseudo-label node in the trial process itself (one worker: no process group to set up).
-
-    Pseudo labelling is a few seconds of inference; a TorchTrainer's start costs more than that, and
-    trial actors are reused across the phase, so torch is imported once per slot.
-    """
-    import torch
-    from ray import tune
-
-    from proda.config import Config
-    from proda.engine.nodes import NodeSpec, run_node
-
-    torch.set_num_threads(config["scaling"]["threads"])
-    node, study = _plan_node(config), Path(config["study_dir"])
-    spec = NodeSpec(node["kind"], node["name"], {r: r for r in node["inputs"]})
-    res = run_node(spec, Config.from_dict(node["config"]), study / "nodes" / node["id"],
-                   {role: study / "nodes" / up for role, up in node["inputs"].items()},
-                   log=lambda s: print(f"[{node['id'][:8]}] {s}", flush=True))
-    tune.report(_flat({**res, "node_id": node["id"], "done": 1}))
-
-
 def _node_trial(config: dict) -> None:
     """The Tune function trainable of one node: launches its TorchTrainer."""
     import ray.train
@@ -109,17 +92,21 @@ def _node_trial(config: dict) -> None:
 
     node = _plan_node(config)
     sc = config["scaling"]
-    trainer = TorchTrainer(
-        _train_worker,
-        train_loop_config={"node": node, "study_dir": config["study_dir"], "threads": sc["threads"]},
-        scaling_config=ray.train.ScalingConfig(num_workers=sc["workers"], use_gpu=sc["gpus"] > 0,
-                                               resources_per_worker=sc["resources"]),
-        run_config=ray.train.RunConfig(
-            name=f"node-{node['id']}", storage_path=str(Path(config["study_dir"]) / "phases" / "train"),
-            failure_config=ray.train.FailureConfig(max_failures=config["max_failures"]),
-            callbacks=[TuneReportCallback()],
-        ),
-    )
+    loop_config = {"node": node, "study_dir": config["study_dir"], "threads": sc["threads"], "local": sc["local"]}
+    run_config = dict(name=f"node-{node['id']}", storage_path=str(Path(config["study_dir"]) / "phases" / "train"))
+    if sc["local"]:  # Train's local mode: the node runs in this (reused) trial process, no worker group
+        trainer = TorchTrainer(_train_worker, train_loop_config=loop_config,
+                               scaling_config=ray.train.ScalingConfig(num_workers=0),
+                               run_config=ray.train.RunConfig(**run_config))
+    else:
+        trainer = TorchTrainer(
+            _train_worker, train_loop_config=loop_config,
+            scaling_config=ray.train.ScalingConfig(num_workers=sc["workers"], use_gpu=sc["gpus"] > 0,
+                                                   resources_per_worker=sc["resources"]),
+            run_config=ray.train.RunConfig(
+                **run_config, failure_config=ray.train.FailureConfig(max_failures=config["max_failures"]),
+                callbacks=[TuneReportCallback()]),
+        )
     trainer.fit()
 
 
@@ -170,12 +157,18 @@ def connect(address: str | None, timeout_s: float = 30.0) -> None:
 TRIAL_CPU = 0.01  # the Tune trial that drives a node's TorchTrainer (Tune refuses a zero request)
 
 
-def scaling(workers: int, gpus_per_worker: float, cpus_per_worker: float) -> dict:
+def scaling(workers: int, gpus_per_worker: float, cpus_per_worker: float, local: bool | None = None) -> dict:
+    """How a node runs. ``local`` (default: one CPU worker) runs it in Train's local mode inside the
+    trial process — a worker group costs ~15–25 s of process start-up per node on a small machine,
+    more than a node of the embedded benchmark; several workers or GPUs always get a worker group."""
+    if local is None:
+        local = workers == 1 and gpus_per_worker == 0
     # the trial's share is taken from its workers' CPUs, so N trials of W workers fit N·W·cpus exactly
-    res = {"CPU": round(cpus_per_worker - TRIAL_CPU / workers, 6)}
+    res = {"CPU": round(cpus_per_worker - (0 if local else TRIAL_CPU / workers), 6)}
     if gpus_per_worker > 0:
         res["GPU"] = gpus_per_worker
-    return {"workers": workers, "gpus": gpus_per_worker, "resources": res, "threads": max(1, int(cpus_per_worker))}
+    return {"workers": workers, "gpus": gpus_per_worker, "resources": res, "local": local,
+            "threads": max(1, int(cpus_per_worker))}
 
 
 def check_fits(sc: dict) -> int:
@@ -184,7 +177,8 @@ def check_fits(sc: dict) -> int:
 
     total = ray.cluster_resources()
     nodes = [n["Resources"] for n in ray.nodes() if n.get("Alive")]
-    per_worker = {k: (v + TRIAL_CPU / sc["workers"] if k == "CPU" else v) for k, v in sc["resources"].items()}
+    extra = 0 if sc["local"] else TRIAL_CPU / sc["workers"]
+    per_worker = {k: (v + extra if k == "CPU" else v) for k, v in sc["resources"].items()}
     fits_per_node = [min(int(n.get(k, 0) // v + 1e-9) if v > 0 else 10**6 for k, v in per_worker.items())
                      for n in nodes]
     capacity = sum(fits_per_node)
@@ -209,13 +203,8 @@ def run_phase(plan: Plan, phase: str, study_dir: Path, sc: dict, concurrent: int
         return
     for i in todo:  # a retried node starts clean of an earlier failure mark
         (study_dir / "nodes" / i / "failed.json").unlink(missing_ok=True)
-    # pseudo labels of a 1-worker study run in the (reused) trial process; training nodes in a TorchTrainer
-    inline = all(plan.nodes[i].kind == "pseudo" for i in todo) and sc["workers"] == 1
-    if inline:
-        res = {"cpu": sc["resources"]["CPU"] + TRIAL_CPU, **({"gpu": sc["gpus"]} if sc["gpus"] > 0 else {})}
-        trainable = tune.with_resources(_pseudo_trial, res)
-    else:
-        trainable = tune.with_resources(_node_trial, {"cpu": TRIAL_CPU})
+    local = sc["local"]
+    trainable = tune.with_resources(_node_trial, {"cpu": sc["resources"]["CPU"]} if local else {"cpu": TRIAL_CPU})
     param_space = {"node_id": tune.grid_search(sorted(todo)), "study_dir": str(study_dir), "scaling": sc,
                    "max_failures": max_failures}
     exp_dir = study_dir / "phases"
@@ -227,9 +216,10 @@ def run_phase(plan: Plan, phase: str, study_dir: Path, sc: dict, concurrent: int
     else:
         tuner = tune.Tuner(
             trainable, param_space=param_space,
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=inline),
+            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=local),
             run_config=tune.RunConfig(name=exp_name, storage_path=str(exp_dir), verbose=1,
-                                      failure_config=tune.FailureConfig(max_failures=0)),
+                                      # local mode: Tune retries the trial (the node resumes from its checkpoint)
+                                      failure_config=tune.FailureConfig(max_failures=max_failures if local else 0)),
         )
     tuner.fit()
     for i in todo:
@@ -246,7 +236,7 @@ def _digest(ids: list[str]) -> str:
 
 def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, workers_per_trial: int = 1,
               gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_concurrent: int | None = None,
-              max_failures: int = 2, log: Callable[[str], None] = print) -> Path:
+              max_failures: int = 2, local: bool | None = None, log: Callable[[str], None] = print) -> Path:
     """Run every unfinished node of ``plan``, phase by phase; return the study folder."""
     study_dir = Path(study_dir).expanduser().resolve()
     probe_storage(study_dir)
@@ -257,11 +247,12 @@ def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, 
         log("every node of this study is already finished: nothing to run")
         return study_dir
     connect(address)
-    sc = scaling(workers_per_trial, gpus_per_worker, cpus_per_worker)
+    sc = scaling(workers_per_trial, gpus_per_worker, cpus_per_worker, local)
     concurrent = check_fits(sc)
     if max_concurrent:
         concurrent = min(concurrent, max_concurrent)
-    log(f"running up to {concurrent} node(s) at once, {workers_per_trial} worker(s) each")
+    mode = "in the trial process (Train local mode)" if sc["local"] else "as a DDP worker group"
+    log(f"running up to {concurrent} node(s) at once, {workers_per_trial} worker(s) each, {mode}")
     t0, start_cost = time.monotonic(), done_cost
     for phase in plan.phases:
         run_phase(plan, phase, study_dir, sc, concurrent, max_failures, log)
