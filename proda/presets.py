@@ -64,10 +64,11 @@ _SYNTHETIC = {
 
 _SMOKE = {
     **_SYNTHETIC,
+    "data": {**_SYNTHETIC["data"], "synthetic_scale": 0.25},
     "warmup": {**_SYNTHETIC["warmup"], "steps": 40},
     "stage1": {**_SYNTHETIC["stage1"], "steps": 20},
     "distill": {**_SYNTHETIC["distill"], "steps": 20},
-    "eval": {"interval": 1000, "batch_size": 64, "max_images": 128},
+    "eval": {"interval": 1000, "batch_size": 64, "max_images": 64},
     "checkpoint_interval": 10,
     "log_interval": 10,
 }

@@ -1,0 +1,54 @@
+"""One real end-to-end study on a local Ray: `experiments/ablation.py --preset smoke`, then the same
+command again (nothing re-runs, the tables come out again), then `experiments/results.py`."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args, env, timeout=900):
+    return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cache):
+    env = {**os.environ, "PRODA_CACHE": synthetic_cache, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    storage = tmp_path / "studies"
+    first = _run(["experiments/ablation.py", "--preset", "smoke", "--storage", str(storage)], env)
+    assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+    out = first.stdout
+    assert "nodes: 16 done, 0 running, 0 failed, 0 missing" in out
+    for variant in ("source-only", "warmup", "pd+sl", "proda"):
+        assert f"| {variant}" in out
+    study = storage / "smoke"
+    df = pd.read_parquet(study / "results.parquet")
+    assert set(df["variant"]) == {"source-only", "warmup", "pd+sl", "proda"} and set(df["seed"]) == {0, 1}
+    final = df[df["is_final"] & df["iou"].notna()]
+    assert len(final[["variant", "seed"]].drop_duplicates()) == 8
+    assert ((final["iou"] >= 0) & (final["iou"] <= 100)).all()
+    # each phase is an ordinary Tune experiment that Ray's own tools open
+    from ray.tune import ExperimentAnalysis
+
+    phases = [p for p in (study / "phases").iterdir() if p.name.startswith("warmup-")]
+    assert len(phases) == 1
+    analysis = ExperimentAnalysis(str(phases[0]))
+    assert len(analysis.trials) == 4  # 2 warm-up kinds × 2 seeds, merged across the 4 variants
+    # resume: every node is finished, nothing runs, the tables are printed again
+    mtimes = {p: p.stat().st_mtime for p in study.glob("nodes/*/done.json")}
+    second = _run(["experiments/ablation.py", "--preset", "smoke", "--storage", str(storage)], env)
+    assert second.returncode == 0, second.stderr[-3000:]
+    assert "nothing to run" in second.stdout and "| proda" in second.stdout
+    assert mtimes == {p: p.stat().st_mtime for p in study.glob("nodes/*/done.json")}
+    table = _run(["experiments/results.py", str(study), "--format", "csv", "--no-write"], env)
+    assert table.returncode == 0 and "variant" in table.stdout and "proda" in table.stdout
+    plan = json.loads((study / "plan.json").read_text())
+    assert len(plan["nodes"]) == 16
