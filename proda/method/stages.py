@@ -58,6 +58,8 @@ class StageBase:
 
     def __init__(self, cfg: Config, model: nn.Module, source: Split, device: torch.device, seed: int):
         self.cfg, self.device = cfg, device
+        if device.type == "cuda" and ddp.is_dist():  # BN statistics over the global batch (before the optimiser)
+            model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(device)
         self.net = self._wrap(self.model)
         self.base_lr = getattr(cfg, self.lr_field).lr
