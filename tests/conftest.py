@@ -21,5 +21,7 @@ def tiny_config(synthetic_cache, variant="pd+sl", **overrides):
     base = {"data.source_root": synthetic_cache, "data.target_root": synthetic_cache,
             "data.synthetic_scale": 0.05, "data.batch_size": 4, "warmup.steps": 4, "stage1.steps": 4,
             "distill.steps": 4, "checkpoint_interval": 1, "log_interval": 2, "eval.interval": 1000,
-            "eval.max_images": 8, "eval.batch_size": 8}
+            "eval.max_images": 8, "eval.batch_size": 8,
+            # SGD: one step is linear in the gradient, so DDP / accumulation comparisons are tight
+            "optim.optimizer": "sgd", "optim.momentum": 0.9}
     return make_config("smoke", variant, 0, {**base, **overrides})

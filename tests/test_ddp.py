@@ -26,6 +26,24 @@ def _stage1(cfg, seed=0):
                          torch.device("cpu"), 0)
 
 
+def _source_step(cache, rank_slice=slice(None)):
+    """One source-only step on a fixed batch of 4 (this rank's slice of it), BN on running statistics."""
+    from conftest import tiny_config
+    from proda.engine.data import open_split
+    from proda.engine.nodes import new_model
+    from proda.method import stages
+
+    torch.manual_seed(3)
+    cfg = tiny_config(cache, "source-only")
+    src = stages.SourceStage(cfg, new_model(cfg), open_split(cfg, "source", "train"), torch.device("cpu"), 0)
+    src.model.eval()
+    g = torch.Generator().manual_seed(9)
+    x, y = torch.randn(4, 3, 48, 96, generator=g), torch.randint(0, 19, (4, 48, 96), generator=g)
+    src.source_batch = lambda: (x[rank_slice], y[rank_slice])
+    loss = src.micro_step(1)["total"].clone()
+    return src, loss
+
+
 def _worker(rank, world, init_file, cache, out_file):
     from conftest import tiny_config
 
@@ -48,18 +66,7 @@ def _worker(rank, world, init_file, cache, out_file):
             dist.all_gather(buf, t)
             gathered[name] = torch.stack(buf)
         # 2) one source step on a fixed global batch, half per rank, eval-mode BN: loss and update
-        from proda.engine.data import open_split
-        from proda.engine.nodes import new_model
-        from proda.method import stages
-
-        torch.manual_seed(3)
-        scfg = tiny_config(cache, "source-only")
-        src = stages.SourceStage(scfg, new_model(scfg), open_split(scfg, "source", "train"), torch.device("cpu"), 0)
-        src.model.eval()
-        g = torch.Generator().manual_seed(9)
-        x, y = torch.randn(4, 3, 48, 96, generator=g), torch.randint(0, 19, (4, 48, 96), generator=g)
-        src.source_batch = lambda: (x[2 * rank:2 * rank + 2], y[2 * rank:2 * rank + 2])
-        loss = src.micro_step(1)["total"].clone()
+        src, loss = _source_step(cache, slice(2 * rank, 2 * rank + 2))
         dist.all_reduce(loss)
         src.optimizer_step()
         if rank == 0:
@@ -73,8 +80,6 @@ def _worker(rank, world, init_file, cache, out_file):
 def test_two_gloo_ranks_agree_and_match_one_process(tmp_path, synthetic_cache):
     from conftest import tiny_config
     from proda.engine.data import open_split
-    from proda.engine.nodes import new_model
-    from proda.method import stages
 
     cfg = tiny_config(synthetic_cache, "pd+sl")
     open_split(cfg, "source", "train"), open_split(cfg, "target", "train")  # generate the cache once, here
@@ -85,14 +90,7 @@ def test_two_gloo_ranks_agree_and_match_one_process(tmp_path, synthetic_cache):
         assert torch.equal(res[name][0], res[name][1]), f"{name} differ across ranks"
     assert not torch.equal(res["protos"][0], _stage1(cfg).bank.protos.flatten()), "prototypes never moved"
     # the same global batch in one process
-    torch.manual_seed(3)
-    scfg = tiny_config(synthetic_cache, "source-only")
-    src = stages.SourceStage(scfg, new_model(scfg), open_split(scfg, "source", "train"), torch.device("cpu"), 0)
-    src.model.eval()
-    g = torch.Generator().manual_seed(9)
-    x, y = torch.randn(4, 3, 48, 96, generator=g), torch.randint(0, 19, (4, 48, 96), generator=g)
-    src.source_batch = lambda: (x, y)
-    loss = src.micro_step(1)["total"]
+    src, loss = _source_step(synthetic_cache)
     src.optimizer_step()
     torch.testing.assert_close(res["loss"], loss, rtol=1e-5, atol=1e-6)
     for k, v in src.model.state_dict().items():
