@@ -290,9 +290,9 @@ class Config:
         for key, value in overrides.items():
             parts = key.split(".")
             node = d
-            for i, part in enumerate(parts[:-1]):
+            for part in parts[:-1]:
                 if not isinstance(node.get(part), dict):
-                    raise ConfigError(f"unknown config field '{key}'{_did_you_mean('.'.join(parts[:i + 1]), d)}")
+                    raise ConfigError(f"unknown config field '{key}'{_did_you_mean(key, d)}")
                 node = node[part]
             if parts[-1] not in node:
                 raise ConfigError(f"unknown config field '{key}'{_did_you_mean(key, d)}")

@@ -36,8 +36,10 @@ class ConfusionMatrix:
         if self.mat.device != target.device:
             self.mat = self.mat.to(target.device)
         keep = (target >= 0) & (target < k) & (pred >= 0) & (pred < k)
-        idx = target[keep] * k + pred[keep]
-        self.mat += torch.bincount(idx, minlength=k * k).reshape(k, k)
+        # skipped pixels count in an extra bin k·k, dropped (a boolean index would need a nonzero():
+        # slow on CPU, a host sync on GPU)
+        idx = torch.where(keep, target * k + pred, k * k)
+        self.mat += torch.bincount(idx, minlength=k * k + 1)[: k * k].reshape(k, k)
 
     def all_reduce(self) -> None:
         """Sum over all DDP ranks (no-op without an initialised process group)."""

@@ -21,6 +21,7 @@ import yaml
 from proda.config import Config, ConfigError
 from proda.engine import distributed as ddp
 from proda.engine.checkpoint import CheckpointError
+from proda.engine.data import check_data
 from proda.engine.nodes import chain, run_node
 from proda.presets import PRESETS, VARIANTS, make_config
 
@@ -36,6 +37,7 @@ def parse_sets(items: list[str]) -> dict:
 
 
 def run_chain(cfg: Config, out: Path, resume: bool = False, log=print, stop_after_steps: int | None = None) -> dict:
+    check_data(cfg)  # a bad dataset tree is refused before the run folder exists
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.yaml"
     if cfg_path.is_file():
@@ -85,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             cfg = make_config(args.preset, args.variant, args.seed, overrides)
         summary = run_chain(cfg, args.out, resume=args.resume)
-    except (ConfigError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (ConfigError, CheckpointError, OSError, ValueError) as e:  # OSError: e.g. --out not writable
         if args.debug:
             raise
         print(f"error: {e}", file=sys.stderr)

@@ -147,7 +147,9 @@ class AblationSpec:
             d = yaml.safe_load(text)
         except yaml.YAMLError as e:
             raise ConfigError(f"ablation spec: not valid YAML ({str(e).splitlines()[0]})") from None
-        d = {} if d is None else d
+        if d is None or d == {}:  # an empty file is a mistake, not "the default study" (days of compute)
+            where = f"file '{path_or_text}'" if stem is not None else "text"
+            raise ConfigError(f"ablation spec {where} is empty (expected a mapping with at least variants and seeds)")
         if isinstance(d, dict) and stem is not None:
             d.setdefault("name", stem)
         return cls.from_dict(d)

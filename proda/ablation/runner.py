@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import socket
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -143,7 +144,16 @@ def connect(address: str | None, timeout_s: float = 30.0) -> None:
         # the dashboard stays on: Ray Train's placement-group cleaner queries the state API through it
         ray.init(log_to_driver=True, configure_logging=False, dashboard_host="127.0.0.1")
         return
-    # fail within the timeout with the address named, instead of Ray's long retries
+    # fail within the timeout with the address named, instead of Ray's retries (ray.init on an address where
+    # nothing listens retries for ever): first a plain TCP connect to the GCS port
+    host, _, port = address.rpartition(":")
+    if address != "auto" and "://" not in address and port.isdigit():
+        try:
+            socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+        except OSError as e:
+            why = f"no answer within {timeout_s:g} s" if isinstance(e, TimeoutError) else e.strerror or type(e).__name__
+            raise StudyError(f"--address {address}: no Ray cluster answers there ({why}; "
+                             f"expected the head's GCS address, host:6379, or 'auto' on a cluster node)") from None
     os.environ.setdefault("RAY_gcs_rpc_server_connect_timeout_s", str(int(timeout_s)))
     os.environ.setdefault("RAY_gcs_rpc_server_reconnect_timeout_s", str(int(timeout_s)))
     t0 = time.monotonic()
@@ -234,11 +244,25 @@ def _digest(ids: list[str]) -> str:
     return stable_hash(ids, 8)
 
 
+def check_inputs(plan: Plan) -> None:
+    """The datasets of every node, checked on the driver before anything starts (one line on error)."""
+    from proda.config import Config
+    from proda.engine.data import check_data
+
+    seen = set()
+    for n in plan.nodes.values():
+        key = json.dumps(n.config["data"], sort_keys=True)
+        if key not in seen:
+            seen.add(key)
+            check_data(Config.from_dict(n.config))
+
+
 def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, workers_per_trial: int = 1,
               gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_concurrent: int | None = None,
               max_failures: int = 2, local: bool | None = None, log: Callable[[str], None] = print) -> Path:
     """Run every unfinished node of ``plan``, phase by phase; return the study folder."""
     study_dir = Path(study_dir).expanduser().resolve()
+    check_inputs(plan)
     probe_storage(study_dir)
     atomic_write(study_dir / "plan.json", lambda f: f.write(plan.to_json().encode()))
     total = sum(n.est_cost for n in plan.nodes.values())
@@ -272,6 +296,7 @@ def run_study_local(plan: Plan, study_dir: str | Path, log: Callable[[str], None
     from proda.engine.trainer import NonFiniteLoss
 
     study_dir = Path(study_dir).expanduser().resolve()
+    check_inputs(plan)
     probe_storage(study_dir)
     atomic_write(study_dir / "plan.json", lambda f: f.write(plan.to_json().encode()))
     for phase in plan.phases:

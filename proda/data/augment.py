@@ -239,8 +239,9 @@ def strong_view(views: Tensor, generator: torch.Generator | None = None, n_ops: 
     Per sample: a horizontal flip with ``flip_p``; ``n_ops`` ops drawn from ``ops`` with replacement, each
     applied with ``apply_p`` at an integer level in [1, magnitude) (value = level/10 of the op's range);
     then a cutout square of side ``cutout``·min(H, W), filled with gray (None or 0: no cutout).
-    Per-sample choices are masks: every candidate op is evaluated for the batch and selected by
-    ``torch.where``. Pixel-wise ops commute with a remapping of pixels, so they are applied first and all
+    Per-sample choices are masks: every candidate op that some sample drew is evaluated for the batch
+    and selected by ``torch.where`` (which ops were drawn is read from the generator's draws when they
+    are on the host, so no device sync; with a device generator every candidate is evaluated). Pixel-wise ops commute with a remapping of pixels, so they are applied first and all
     geometric ops (flip included) are composed into one affine applied by one ``grid_sample``; pixels
     sampled from outside the weak view are ``fill`` gray. Returns the views and :class:`StrongParams`.
     """
@@ -251,7 +252,9 @@ def strong_view(views: Tensor, generator: torch.Generator | None = None, n_ops: 
         raise ValueError(f"unknown ops {unknown}; expected names from {GEOMETRIC_OPS + PHOTOMETRIC_OPS}")
     n, _, H, W = views.shape
     dev = views.device
-    u = _rand((n, 1 + 4 * n_ops + 2), generator, dev)  # flip | per slot: op, apply, level, sign | cutout centre
+    gdev = generator.device if generator is not None else dev
+    u_gen = torch.rand((n, 1 + 4 * n_ops + 2), generator=generator, device=gdev)  # as _rand, kept on its device
+    u = u_gen.to(dev)  # flip | per slot: op, apply, level, sign | cutout centre
     noise = None
     if "noise" in ops:
         gdev = generator.device if generator is not None else dev
@@ -264,10 +267,16 @@ def strong_view(views: Tensor, generator: torch.Generator | None = None, n_ops: 
         us = u[:, 1 + 4 * s: 5 + 4 * s]  # (N, 4)
         idx = (us[:, 0] * len(ops)).long().clamp(max=len(ops) - 1)  # (N,) op drawn
         applied = us[:, 1] < apply_p
+        drawn = range(len(ops))
+        if u_gen.device.type == "cpu":  # skip candidates no sample drew: read on the host, no device sync
+            ug = u_gen[:, 1 + 4 * s: 3 + 4 * s]
+            drawn = set((ug[:, 0] * len(ops)).long().clamp(max=len(ops) - 1)[ug[:, 1] < apply_p].tolist())
         frac = (1 + torch.floor(us[:, 2] * (magnitude - 1))) / 10  # level in [1, magnitude), over 10
         sign = torch.where(us[:, 3] < 0.5, -1.0, 1.0)
         step, cand, value = torch.eye(3, device=dev).expand(n, 3, 3), img, torch.zeros(n, device=dev)
         for i, name in enumerate(ops):
+            if i not in drawn:  # selects no sample: leaves step, cand and value as they are
+                continue
             sel = applied & (idx == i)  # (N,)
             v = _op_value(name, frac, sign)
             value = torch.where(sel, v, value)

@@ -11,6 +11,8 @@ item is read; both raise :class:`DataError` with one line naming the file or fol
 from __future__ import annotations
 
 import os
+import struct
+import zlib
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +53,40 @@ def _decode(path: Path, label: bool) -> torch.Tensor:
         kind = "label" if label else "image"
         raise DataError(f"cannot read {kind} file '{path}': unreadable, truncated or corrupt "
                         f"({e.__class__.__name__}; expected a PNG)") from e
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_END = b"IEND\xaeB`\x82"  # the IEND chunk's type and CRC: the last bytes of a complete PNG
+
+
+def check_png(path: Path, full: bool = False) -> None:
+    """A cheap completeness check of one PNG (two small reads): its signature, and an IEND chunk at its
+    end — a file cut short by a crash or an interrupted copy has none. ``full``: also every chunk's CRC
+    (reads the whole file; finds damage inside it before libpng does). :class:`DataError` otherwise."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read() if full else b""
+            f.seek(0)
+            head = f.read(8)
+            size = f.seek(0, os.SEEK_END)
+            f.seek(max(0, size - 4096))
+            tail = f.read()
+    except OSError as e:
+        raise DataError(f"cannot read file '{path}' ({e.strerror or e})") from None
+    if head != _PNG_SIGNATURE:
+        raise DataError(f"file '{path}' is not a PNG (expected a PNG image)")
+    if _PNG_END not in tail:
+        raise DataError(f"file '{path}' is truncated: it has no PNG end chunk (expected a complete PNG)")
+    pos = 8
+    while full and pos + 12 <= len(data):
+        (n,) = struct.unpack(">I", data[pos:pos + 4])
+        kind, body, crc = data[pos + 4:pos + 8], data[pos + 8:pos + 8 + n], data[pos + 8 + n:pos + 12 + n]
+        if len(crc) < 4 or struct.unpack(">I", crc)[0] != zlib.crc32(kind + body):
+            raise DataError(f"file '{path}' is corrupt: the PNG chunk at byte {pos} fails its checksum "
+                            f"(expected an intact PNG)")
+        if kind == b"IEND":
+            break
+        pos += 12 + n
 
 
 class LabelledImages(Dataset):
@@ -139,6 +175,19 @@ class LabelledImages(Dataset):
         label = self.lut[ids]  # (H, W) int64 train ids, 255 = ignore / outside the protocol
         name = img_path.relative_to(self.root).as_posix()
         return {"image": img, "label": label, "name": name}
+
+    def check_files(self, decode: int = 8) -> None:
+        """Before training: every file of every pair is a complete PNG (:func:`check_png`), and
+        ``decode`` items spread over the dataset read in full (sizes, channels, label ids). A bad file
+        deeper in the dataset is still named when its item is read."""
+        for pair in self.pairs:
+            for path in pair:
+                check_png(path)
+        n, m = len(self.pairs), min(decode, len(self.pairs))
+        for i in sorted({round(k * (n - 1) / max(m - 1, 1)) for k in range(m)}):
+            for path in self.pairs[i]:
+                check_png(path, full=True)
+            self[i]
 
     def _label_format(self) -> str:
         void = "" if self.void_id is None else f" or {self.void_id}"

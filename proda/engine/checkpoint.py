@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import pickle
 import random
+import socket
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -22,14 +23,39 @@ class CheckpointError(ValueError):
     """A checkpoint file is missing, unreadable, unsafe, or does not fit the model."""
 
 
+_HOST = socket.gethostname()
+
+
+def _remove_stale_temps(path: Path) -> None:
+    """Temporary files of ``path`` left by writers of this host that were killed mid-write (their pid is
+    gone): a SIGKILL skips every cleanup, and on the next write of the same file they are removed."""
+    prefix = f".{path.name}.{_HOST}."
+    try:
+        names = [e.name for e in os.scandir(path.parent) if e.name.startswith(prefix) and e.name.endswith(".tmp")]
+    except OSError:
+        return
+    for name in names:
+        pid = name[len(prefix):].split(".", 1)[0]
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:
+            (path.parent / name).unlink(missing_ok=True)
+        except OSError:
+            pass
+
+
 def atomic_write(path: str | Path, write_fn) -> None:
     """Write through ``write_fn(file_obj)`` to a temporary name, fsync, then rename over ``path``.
 
-    A crash at any point leaves either the previous complete file or the new one, never a torn file.
+    A crash at any point leaves either the previous complete file or the new one, never a torn file; the
+    temporary file of a writer killed mid-write is removed by the next write of the same file.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    _remove_stale_temps(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.{_HOST}.{os.getpid()}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
             write_fn(f)

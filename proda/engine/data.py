@@ -84,13 +84,28 @@ def open_split(cfg: Config, domain: str, split: str) -> Split:
                                    align_corners=False).round().clamp(0, 255).to(torch.uint8)
             labels = F.interpolate(labels[:, None].float(), size=d.full_size, mode="nearest")[:, 0].to(torch.uint8)
         return Split(f"{name}/{split}", len(images), d.full_size, images=images, labels=labels)
+    ds = _open_real(cfg, domain, split)
+    return Split(f"{name}/{split}", len(ds), d.full_size, dataset=ds)
+
+
+def _open_real(cfg: Config, domain: str, split: str):
     from proda.data import open_dataset
 
+    d = cfg.data
+    name, root = (d.source, d.source_root) if domain == "source" else (d.target, d.target_root)
     if root is None:
         raise ValueError(f"data.{domain}_root: required for dataset '{name}'")
-    real_split = {"cityscapes": {"train": "train", "val": "val"}}.get(name, {}).get(split, split)
-    ds = open_dataset(name, root, split=real_split, num_classes=d.num_classes)
-    return Split(f"{name}/{split}", len(ds), d.full_size, dataset=ds)
+    return open_dataset(name, root, split=split, num_classes=d.num_classes)
+
+
+def check_data(cfg: Config) -> None:
+    """Open every real dataset split a chain of ``cfg`` reads (layout) and check its files (complete PNGs,
+    a sample read in full): a bad tree is one ``DataError`` line before training, not a failed node
+    hours later. The embedded benchmark needs no check."""
+    for domain, split in (("source", "train"), ("target", "train"), ("target", "val")):
+        name = cfg.data.source if domain == "source" else cfg.data.target
+        if not name.startswith("synthetic"):
+            _open_real(cfg, domain, split).check_files()
 
 
 class BatchStream:

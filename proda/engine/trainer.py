@@ -64,8 +64,14 @@ class JsonlLog:
         if self.path is None or not ddp.is_main():
             return
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.path, "a") as f:
-            f.write(json.dumps(rec, allow_nan=True) + "\n")
+        line = json.dumps(rec, allow_nan=True) + "\n"
+        with open(self.path, "ab+") as f:  # writes append; reads may look back
+            size = f.seek(0, 2)
+            if size:
+                f.seek(size - 1)
+                if f.read(1) != b"\n":  # the last writer was killed mid-line: do not glue onto its fragment
+                    line = "\n" + line
+            f.write(line.encode())
 
 
 def run_stage(stage, *, steps: int, out_dir: str | Path, val: Split | None, num_classes: int,

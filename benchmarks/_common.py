@@ -1,0 +1,107 @@
+"""Shared helpers of the benchmarks: timing with interleaved repetitions, tables, machine info, peak RSS.
+
+Timings on a shared 2-core machine are noisy: every comparison runs its candidates side by side in one
+process, alternating them repetition by repetition, and reports medians. Where other processes load the
+machine, wall-clock times swing by several times within minutes; ``clock="cpu"`` measures this process's
+CPU time instead (``time.process_time``: all its threads), which other processes barely inflate — with
+one torch thread it is the wall time the work would take on an idle core.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import resource
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+try:
+    import proda  # noqa: F401
+except ImportError:  # run from a checkout without installing
+    sys.path.insert(0, str(ROOT))
+
+
+def now() -> float:
+    return time.perf_counter()
+
+
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+
+
+def sync(device=None) -> None:
+    """Wait for queued device work (a no-op on CPU)."""
+    import torch
+
+    if torch.cuda.is_available() and (device is None or str(device).startswith("cuda")):
+        torch.cuda.synchronize()
+
+
+def timed(fn: Callable[[], object], device=None, clock: str = "wall") -> float:
+    c = CLOCKS[clock]
+    sync(device)
+    t0 = c()
+    fn()
+    sync(device)
+    return c() - t0
+
+
+def alternate(fns: dict[str, Callable[[], object]], reps: int, warmup: int = 1, device=None,
+              log: Callable[[str], None] | None = None, clock: str = "wall") -> dict[str, list[float]]:
+    """Run each candidate ``warmup`` times, then ``reps`` rounds of all candidates in turn (the order
+    rotates every round); return every candidate's timings in seconds (of ``clock``: wall or cpu)."""
+    names = list(fns)
+    for _ in range(warmup):
+        for n in names:
+            fns[n]()
+    out: dict[str, list[float]] = {n: [] for n in names}
+    for r in range(reps):
+        order = names[r % len(names):] + names[:r % len(names)]
+        for n in order:
+            out[n].append(timed(fns[n], device, clock))
+            if log:
+                log(f"  rep {r + 1}/{reps} {n}: {out[n][-1]:.3f} s")
+    return out
+
+
+def med(xs: Sequence[float]) -> float:
+    return statistics.median(xs)
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A plain fixed-width table; floats printed with 3 significant decimals."""
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+        return str(v)
+
+    rows = [[fmt(v) for v in r] for r in rows]
+    widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
+    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    return "\n".join([line([str(h) for h in headers]), line(["-" * w for w in widths])] + [line(r) for r in rows])
+
+
+def machine() -> str:
+    import torch
+
+    return (f"{platform.node() or 'host'}: {os.cpu_count()} CPU cores, torch {torch.__version__}, "
+            f"threads {torch.get_num_threads()}, python {platform.python_version()}, "
+            f"load avg {os.getloadavg()[0]:.2f}")
+
+
+def peak_rss_mb() -> float:
+    """Peak resident set size of this process so far (Linux: ru_maxrss is in KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def emit(obj: dict) -> None:
+    """The benchmark's last line: one JSON object."""
+    print(json.dumps(obj), flush=True)
+
+
+def say(*a) -> None:
+    print(*a, flush=True)

@@ -1,0 +1,234 @@
+#!/usr/bin/env bash
+# One prepared GPU check for a session that has a GPU machine (one H100 / H200). Run from the repo root:
+#
+#     bash benchmarks/gpu_check.sh                 # on the GPU machine; writes to $OUT (or ./gpu_check_out)
+#     GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh # CPU dry run of the same Python code at tiny sizes
+#
+# What it measures (each part in its own process, each under its own `timeout`, a failure is logged and
+# the script goes on; total under ~6 min after the machine is up):
+#   1. stage-1 steps of DeepLab-v2-R101 (paper-gta5, pd+sl: source CE + weak + strong passes, EMA on the
+#      full image) at the paper's crop 512×896 / full image 1024×2048, batch $BATCH (default 2):
+#      fp32 | bf16 autocast | bf16 + channels_last | bf16 + channels_last + torch.compile (last, optional)
+#      → images/s (target images per second, i.e. steps × batch / s) and peak GPU memory.
+#   2. ProDA's own ops on the GPU: the real Stage1 path with a stub network (benchmarks/step_overhead.py),
+#      and the vectorised ops vs. the official-style loop baseline → share of the fp32 step, speedup.
+#   3. DDP: NCCL refuses two ranks on one GPU ("duplicate GPU"), and proda maps LOCAL_RANK → cuda:LOCAL_RANK,
+#      so a real 2-rank GPU run needs 2 GPUs. What runs here: (a) 1 process on the GPU (smoke chain, pd+sl);
+#      (b) torchrun --nproc-per-node 2 with gloo on the CPUs (smoke chain): the DDP code path end to end;
+#      (c) best effort: 2 gloo ranks sharing the one GPU (both pinned to cuda:0) — logged as OK or not.
+# Outputs: $OUT/gpu_check.log (everything), $OUT/steps.jsonl (one JSON per configuration), $OUT/summary.json.
+set -uo pipefail
+
+cd "$(dirname "$0")/.."
+OUT="${OUT:-$PWD/gpu_check_out}"
+mkdir -p "$OUT"
+LOG="$OUT/gpu_check.log"
+exec > >(tee -a "$LOG") 2>&1
+DRY="${GPU_CHECK_DRY:-0}"
+BATCH="${BATCH:-2}"
+STEPS="${STEPS:-10}"
+export PYTHONUNBUFFERED=1 RAY_USAGE_STATS_ENABLED=0 BATCH STEPS GPU_CHECK_DRY="$DRY"
+PY="${PYTHON:-python3}"
+T0=$(date +%s)
+elapsed() { echo $(( $(date +%s) - T0 )); }
+say() { echo "[gpu_check +$(elapsed)s] $*"; }
+
+say "start: $(date -u +%FT%TZ), dry=$DRY, batch=$BATCH, steps=$STEPS, out=$OUT"
+if [ "$DRY" != "1" ]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>&1 || say "nvidia-smi failed"
+fi
+$PY -c "import torch, sys; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'available', torch.cuda.is_available(), \
+'device', torch.cuda.get_device_name(0) if torch.cuda.is_available() else 'cpu'); sys.exit(0)"
+if [ "$DRY" != "1" ] && ! $PY -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
+  say "no CUDA device visible: set GPU_CHECK_DRY=1 for a CPU dry run"; exit 1
+fi
+if [ "$DRY" != "1" ] && [ ! -d "$HOME/.cache/proda/synthetic" ] && [ -z "${PRODA_CACHE:-}" ]; then
+  say "note: the embedded benchmark is generated on first use (part 3 takes ~1 min longer)"
+fi
+
+STEP_PY="$OUT/gpu_check_step.py"
+cat > "$STEP_PY" <<'PYEOF'
+"""One configuration of the GPU check (see benchmarks/gpu_check.sh); prints one JSON line."""
+import json
+import os
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, os.path.join(os.getcwd(), "benchmarks"))
+import step_overhead as so  # noqa: E402
+from proda.models import build_model  # noqa: E402
+from proda.presets import make_config  # noqa: E402
+
+mode = sys.argv[1]
+dry = os.environ.get("GPU_CHECK_DRY") == "1"
+dev = torch.device("cpu" if dry or not torch.cuda.is_available() else "cuda")
+batch = 2 if dry else int(os.environ.get("BATCH", "2"))
+steps = 1 if dry else int(os.environ.get("STEPS", "10"))
+warm = 1 if dry else 3
+crop, full = ((64, 112), (128, 256)) if dry else ((512, 896), (1024, 2048))
+backbone = "resnet18" if dry else "resnet101"  # the dry run checks the code path, not R101's speed on a CPU
+torch.backends.cudnn.benchmark = True
+torch.backends.cuda.matmul.allow_tf32 = False  # fp32 means fp32 (TF32 would be a fourth configuration)
+torch.backends.cudnn.allow_tf32 = False
+
+
+def sync():
+    if dev.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def stage_for(model, amp="off"):
+    cfg = make_config("paper-gta5", "pd+sl", 0, {"device": dev.type, "data.batch_size": batch,
+                                                 "data.crop": list(crop), "data.full_size": list(full),
+                                                 "optim.amp": amp})
+    return so.build_stage(cfg, model, so.fake_split("src", 2 * batch, full, 1), so.fake_split("tgt", 2 * batch, full, 2),
+                          8, device=dev)
+
+
+def timed_steps(stage, n):
+    sync()
+    t0 = time.perf_counter()
+    for _ in range(n):
+        so.full_step(stage)
+    sync()
+    return time.perf_counter() - t0
+
+
+res = {"mode": mode, "device": torch.cuda.get_device_name(0) if dev.type == "cuda" else "cpu", "batch": batch,
+       "crop": crop, "full": full, "backbone": backbone}
+if mode in ("fp32", "bf16", "bf16-cl", "bf16-cl-compile"):
+    model = build_model(backbone, 19)
+    if "cl" in mode:
+        model = model.to(memory_format=torch.channels_last)
+    stage = stage_for(model, "bf16" if "bf16" in mode else "off")
+    if "compile" in mode:
+        stage.net = torch.compile(stage.model)
+        stage.ema = torch.compile(stage.ema)
+    t_warm = timed_steps(stage, warm)  # cudnn autotuning, allocator, compilation
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    t = timed_steps(stage, steps)
+    res.update(warmup_s=round(t_warm, 2), step_s=round(t / steps, 4), images_per_s=round(batch * steps / t, 2))
+    if dev.type == "cuda":
+        res.update(peak_alloc_gb=round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                   peak_reserved_gb=round(torch.cuda.max_memory_reserved() / 2**30, 2))
+elif mode == "ops":
+    # ProDA's own cost on the device: the real Stage1 path with a stub network (carrying R101's parameters)
+    model = build_model(backbone, 19)
+    stage = stage_for(so.StubNet(model, 8))
+    timed_steps(stage, warm)
+    n = 2 if dry else 20
+    t_stub = timed_steps(stage, n) / n
+    sync(); t0 = time.perf_counter()
+    for _ in range(n):
+        so.stub_passes(stage)
+    sync(); t_passes = (time.perf_counter() - t0) / n
+    t0 = time.perf_counter()
+    for _ in range(n):
+        so.data_only(stage)
+    sync(); t_data = (time.perf_counter() - t0) / n
+    # vectorised components vs the official-style loops, same tensors, on the device
+    import copy
+    from proda.method.prototypes import PrototypeBank
+    model = model.to(dev)
+    ema = copy.deepcopy(model).requires_grad_(False)
+    t_in = so.Inputs(batch, crop, full).to(dev)
+    bank = PrototypeBank(19, 256, momentum=so.LAM).to(dev)
+    bank.reset(t_in.protos.clone())
+    protos_loop = t_in.protos.clone()
+    g1, g2 = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
+    vec = lambda: so.vec_step(t_in, bank, (model, ema), g1)  # noqa: E731
+    loop = lambda: so.loop_step(t_in, protos_loop, (model, ema), g2)  # noqa: E731
+    for f in (vec, loop):
+        f()
+    tv, tl = [], []
+    for _ in range(1 if dry else 5):
+        for f, acc in ((vec, tv), (loop, tl)):
+            sync(); t0 = time.perf_counter(); f(); sync(); acc.append(time.perf_counter() - t0)
+    tv.sort(); tl.sort()
+    res.update(stub_step_s=round(t_stub, 4), stub_passes_s=round(t_passes, 4), data_s=round(t_data, 4),
+               ops_s=round(t_stub - t_passes - t_data, 4), vec_components_s=round(tv[len(tv) // 2], 4),
+               loop_components_s=round(tl[len(tl) // 2], 4),
+               loop_over_vec=round(tl[len(tl) // 2] / tv[len(tv) // 2], 2))
+print(json.dumps(res), flush=True)
+PYEOF
+
+STEPS_JSON="$OUT/steps.jsonl"
+: > "$STEPS_JSON"
+run_cfg() {  # mode, timeout seconds
+  say "== step benchmark: $1 (timeout $2 s)"
+  timeout --kill-after=10 "$2" $PY "$STEP_PY" "$1" > "$OUT/step_$1.out" 2> "$OUT/step_$1.err"
+  rc=$?
+  if [ $rc -eq 0 ] && tail -n 1 "$OUT/step_$1.out" | grep -q '^{'; then
+    tail -n 1 "$OUT/step_$1.out" | tee -a "$STEPS_JSON"
+  else
+    say "$1 failed (rc $rc); last lines of stderr:"; tail -n 5 "$OUT/step_$1.err"
+    echo "{\"mode\": \"$1\", \"error\": \"rc $rc\"}" >> "$STEPS_JSON"
+  fi
+}
+
+# part 1 and 2
+run_cfg fp32 150
+run_cfg bf16 120
+run_cfg bf16-cl 120
+run_cfg ops 150
+# torch.compile last and only with time left (compiling R101 for two input shapes takes minutes)
+if [ "$(elapsed)" -lt 260 ]; then run_cfg bf16-cl-compile 200; else say "skipping torch.compile: $(elapsed) s used"; fi
+
+# part 3: DDP and the whole code path on the device
+SMOKE_SETS=(--set stage1.steps=10 --set warmup.steps=20 --set distill.steps=10)
+if [ "$DRY" = "1" ]; then  # the tests' tiny slice: the dry run checks the commands, not the smoke chain's speed
+  SMOKE_SETS=(--set warmup.steps=4 --set stage1.steps=4 --set distill.steps=4 --set data.synthetic_scale=0.05
+              --set data.batch_size=4 --set eval.max_images=8 --set eval.batch_size=8 --set checkpoint_interval=2)
+fi
+say "== (a) one process on the device: smoke chain (pd+sl)"
+DEVICE=cuda; [ "$DRY" = "1" ] && DEVICE=cpu
+timeout --kill-after=10 120 $PY -m proda.train --variant pd+sl --preset smoke --out "$OUT/ddp_1gpu" \
+  --set device=$DEVICE "${SMOKE_SETS[@]}" > "$OUT/ddp_1gpu.out" 2>&1
+say "exit $? ; $(tail -n 3 "$OUT/ddp_1gpu.out" | tr '\n' ' ')"
+
+say "== (b) torchrun --nproc-per-node 2, gloo on the CPUs: smoke chain (pd+sl)"
+timeout --kill-after=10 150 $PY -m torch.distributed.run --standalone --nproc-per-node 2 -m proda.train \
+  --variant pd+sl --preset smoke --out "$OUT/ddp_2cpu" --set device=cpu "${SMOKE_SETS[@]}" > "$OUT/ddp_2cpu.out" 2>&1
+say "exit $? ; $(tail -n 3 "$OUT/ddp_2cpu.out" | tr '\n' ' ')"
+
+if [ "$DRY" != "1" ]; then
+  say "== (c) best effort: 2 gloo ranks sharing cuda:0"
+  cat > "$OUT/two_ranks_one_gpu.py" <<'PYEOF'
+import os, sys
+import torch.distributed as dist
+os.environ["LOCAL_RANK"] = "0"  # both ranks on cuda:0 (proda maps LOCAL_RANK → cuda:LOCAL_RANK)
+dist.init_process_group("gloo")  # NCCL refuses two ranks on one GPU
+from proda.train import main
+sys.exit(main(sys.argv[1:]))
+PYEOF
+  timeout --kill-after=10 120 $PY -m torch.distributed.run --standalone --nproc-per-node 2 "$OUT/two_ranks_one_gpu.py" \
+    --variant pd+sl --preset smoke --out "$OUT/ddp_2on1gpu" --set device=cuda "${SMOKE_SETS[@]}" \
+    > "$OUT/ddp_2on1gpu.out" 2>&1
+  say "exit $? ; $(tail -n 3 "$OUT/ddp_2on1gpu.out" | tr '\n' ' ')"
+fi
+
+$PY - "$STEPS_JSON" "$OUT/summary.json" <<'PYEOF'
+import json, sys
+rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+by = {r["mode"]: r for r in rows}
+print(f"{'mode':<18} {'img/s':>8} {'step s':>8} {'peak alloc GB':>14} {'warm-up s':>10}")
+for m in ("fp32", "bf16", "bf16-cl", "bf16-cl-compile"):
+    r = by.get(m)
+    if r and "error" not in r:
+        print(f"{m:<18} {r['images_per_s']:>8} {r['step_s']:>8} {r.get('peak_alloc_gb', '-'):>14} {r['warmup_s']:>10}")
+    elif r:
+        print(f"{m:<18} {r['error']}")
+summary = {"steps": rows}
+ops, fp32 = by.get("ops", {}), by.get("fp32", {})
+if "ops_s" in ops and "step_s" in fp32:
+    summary["ops_share_of_fp32_step"] = round(ops["ops_s"] / fp32["step_s"], 4)
+    print(f"ProDA ops {ops['ops_s']} s per step = {100 * summary['ops_share_of_fp32_step']:.1f}% of the fp32 step; "
+          f"loop baseline / vectorised on the device: {ops['loop_over_vec']}x")
+json.dump(summary, open(sys.argv[2], "w"), indent=1)
+print(json.dumps(summary))
+PYEOF
+say "done in $(elapsed) s; outputs in $OUT"

@@ -1,0 +1,172 @@
+"""How well the Ray runner packs the smoke study onto a local Ray: makespan vs. the ideal schedule.
+
+    python benchmarks/packing.py [--storage /tmp/proda-packing] [--cpus-per-worker 1]
+
+The smoke study (`SMOKE_SPEC`: 4 variants × 2 seeds, merged into 16 nodes in 7 phases) runs twice, each
+in a fresh process:
+1. plainly, node by node in phase order (what `run_study_local` does), each node timed, with the
+   threads a Ray worker gets (``int(cpus_per_worker)``);
+2. with `run_study` on a fresh local Ray (Train local mode, ``cpus_per_worker`` CPUs per node, as many
+   nodes at once as fit); a watcher thread stamps when each node's folder appears (the node started)
+   and when its done.json appears (it finished).
+Ideal makespan = Σ over phases of max(Σ node times ÷ slots, the longest node) — phases are barriers
+(a node needs its upstream phase), and within a phase no schedule beats that bound. Efficiency =
+ideal ÷ Ray's makespan (`run_study` wall time after ray.init), with node times (a) as measured inside
+the Ray run (scheduling efficiency: start-up, launch latency and barriers only) and (b) from the plain
+run (end to end: also the slowdown of running nodes side by side). The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, emit, machine, say, table  # noqa: E402
+
+
+class Watcher(threading.Thread):
+    """Stamps (time.time()) when each node folder under ``nodes/`` and its done.json first exist."""
+
+    def __init__(self, nodes_dir: Path):
+        super().__init__(daemon=True)
+        self.nodes_dir, self.start, self.end, self.stop = nodes_dir, {}, {}, False
+
+    def run(self):
+        while not self.stop:
+            t = time.time()
+            if self.nodes_dir.is_dir():
+                for d in self.nodes_dir.iterdir():
+                    self.start.setdefault(d.name, t)
+                    if d.name not in self.end and (d / "done.json").is_file():
+                        self.end[d.name] = t
+            time.sleep(0.05)
+
+
+def child(mode: str, study: Path, cpus: float) -> dict:
+    import torch
+
+    from proda.ablation.grid import SMOKE_SPEC, expand
+
+    plan = expand(SMOKE_SPEC)
+    if mode == "plain":
+        from proda.config import Config
+        from proda.engine.nodes import NodeSpec, run_node
+
+        torch.set_num_threads(max(1, int(cpus)))
+        times, t_all = {}, time.time()
+        for phase in plan.phases:
+            for node in plan.nodes_in_phase(phase):
+                t0 = time.time()
+                run_node(NodeSpec(node.kind, node.name, {r: r for r in node.inputs}), Config.from_dict(node.config),
+                         study / "nodes" / node.id, {r: study / "nodes" / up for r, up in node.inputs.items()},
+                         metrics_log=study / "nodes" / node.id / "metrics.jsonl", log=lambda s: None)
+                times[node.id] = time.time() - t0
+        return {"node_s": times, "makespan_s": time.time() - t_all, "init_s": 0.0}
+    import ray
+
+    from proda.ablation.runner import check_fits, connect, run_study, scaling
+
+    watcher = Watcher(study / "nodes")
+    watcher.start()
+    t0 = time.time()
+    connect(None)
+    t1 = time.time()
+    slots = check_fits(scaling(1, 0.0, cpus))
+    run_study(plan, study, cpus_per_worker=cpus, log=lambda s: print(s, flush=True))
+    t2 = time.time()
+    time.sleep(0.2)
+    watcher.stop = True
+    ray.shutdown()
+    node_s = {k: watcher.end[k] - watcher.start[k] for k in watcher.end}
+    spans = {k: (watcher.start[k] - t1, watcher.end[k] - t1) for k in watcher.end}
+    return {"node_s": node_s, "spans": spans, "makespan_s": t2 - t1, "init_s": t1 - t0, "slots": slots}
+
+
+def lower_bound(plan, node_s: dict[str, float], slots: int) -> tuple[float, dict[str, float]]:
+    per_phase = {}
+    for phase in plan.phases:
+        ts = [node_s[n.id] for n in plan.nodes_in_phase(phase)]
+        per_phase[phase] = max(sum(ts) / slots, max(ts))
+    return sum(per_phase.values()), per_phase
+
+
+def run_child(mode: str, study: Path, cpus: float) -> dict:
+    if study.exists():
+        shutil.rmtree(study)
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    p = subprocess.run([sys.executable, __file__, "--child", mode, "--study", str(study),
+                        "--cpus-per-worker", str(cpus)], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=3600)
+    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode != 0 or not lines:
+        raise RuntimeError(f"{mode} run failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return json.loads(lines[-1])
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--storage", type=Path, default=Path("/tmp/proda-packing"))
+    ap.add_argument("--cpus-per-worker", type=float, default=1.0)
+    ap.add_argument("--child", choices=("plain", "ray"), help=argparse.SUPPRESS)
+    ap.add_argument("--study", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.study, args.cpus_per_worker)), flush=True)
+        return 0
+
+    from proda.ablation.grid import SMOKE_SPEC, expand
+
+    say(machine())
+    plan = expand(SMOKE_SPEC)
+    say(plan.summary())
+    say("\nrunning the smoke study plainly (node by node) ...")
+    plain = run_child("plain", args.storage / "plain", args.cpus_per_worker)
+    say(f"  plain: {plain['makespan_s']:.1f} s for {len(plain['node_s'])} nodes")
+    say("running the smoke study on a fresh local Ray ...")
+    ray_run = run_child("ray", args.storage / "ray", args.cpus_per_worker)
+    slots = ray_run["slots"]
+    say(f"  ray: ray.init {ray_run['init_s']:.1f} s, run_study {ray_run['makespan_s']:.1f} s, {slots} slots")
+    missing = set(plan.nodes) - set(ray_run["node_s"])
+    if missing:
+        raise RuntimeError(f"nodes without a start/end stamp in the Ray run: {sorted(missing)}")
+
+    ideal_ray, ph_ray = lower_bound(plan, ray_run["node_s"], slots)
+    ideal_plain, ph_plain = lower_bound(plan, plain["node_s"], slots)
+    mk = ray_run["makespan_s"]
+    # where each Ray phase actually ran: first start to last end of its nodes
+    rows = []
+    for phase in plan.phases:
+        ids = [n.id for n in plan.nodes_in_phase(phase)]
+        s = min(ray_run["spans"][i][0] for i in ids)
+        e = max(ray_run["spans"][i][1] for i in ids)
+        rows.append([phase, len(ids), sum(plain["node_s"][i] for i in ids), sum(ray_run["node_s"][i] for i in ids),
+                     ph_plain[phase], ph_ray[phase], s, e, e - s])
+    say("\nper phase (seconds): node times summed (plain / inside Ray), ideal phase length (plain / Ray node times),"
+        " and when the phase's nodes ran in the Ray study (from run_study's start)")
+    say(table(["phase", "nodes", "Σ plain", "Σ in Ray", "ideal plain", "ideal Ray", "first start", "last end",
+               "span"], rows))
+    gaps = mk - sum(r[-1] for r in rows)
+    say(f"\nRay makespan {mk:.1f} s (+ ray.init {ray_run['init_s']:.1f} s); time outside any phase's node span "
+        f"(start-up, barriers, teardown): {gaps:.1f} s")
+    say(f"plain sequential run: {plain['makespan_s']:.1f} s")
+    eff_ray, eff_plain = ideal_ray / mk, ideal_plain / mk
+    say(table(["ideal from", "ideal s", "efficiency", "efficiency incl. ray.init"],
+              [["node times inside Ray", ideal_ray, eff_ray, ideal_ray / (mk + ray_run["init_s"])],
+               ["plain node times", ideal_plain, eff_plain, ideal_plain / (mk + ray_run["init_s"])]]))
+    emit({"packing_efficiency": round(eff_ray, 3), "packing_efficiency_vs_plain_nodes": round(eff_plain, 3),
+          "makespan_s": round(mk, 1), "ray_init_s": round(ray_run["init_s"], 1), "ideal_s": round(ideal_ray, 1),
+          "ideal_plain_s": round(ideal_plain, 1), "plain_sequential_s": round(plain["makespan_s"], 1),
+          "slots": slots})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,183 @@
+"""The Ray runner's overhead on one node: the same node (same config, seed, data, threads) run in a plain
+process vs. as a Tune trial that launches a TorchTrainer (Train local mode, the default for one CPU
+worker) vs. the same with a real worker group (``local=False``).
+
+    python benchmarks/ray_overhead.py [--steps N] [--rounds 2] [--cpus-per-worker 1]
+
+The node is the `synthetic` preset's source-only warm-up (a 1-node plan: ``expand(AblationSpec(
+preset="synthetic", variants=("source-only",), seeds=(0,)))``; ``--steps`` overrides its optimiser
+steps, default: the preset's). Every run
+is a fresh Python process (modes alternate round by round): ``plain`` times `run_node` into a temp
+folder; the Ray modes time ``ray.init`` (a fresh local cluster) and `run_study` separately, and a
+watcher thread stamps when the node's folder appears (the node has started inside Ray) and when its
+done.json appears (the node has finished), which splits `run_study` into start-up, node and teardown.
+Each run's final mIoU is printed: the three modes train the same node, so they must agree.
+Ratios are medians over rounds: Ray's run_study time ÷ the plain node time, without and with ray.init.
+The CPU seconds of each run's whole process tree (``RUSAGE_CHILDREN``; a lower bound for Ray, whose
+workers are not all reaped by its driver) show what Ray costs in work rather than in waiting.
+The last line is one JSON object.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, emit, machine, med, say, table  # noqa: E402
+
+MODES = ("plain", "ray-local", "ray-group")
+
+
+def plan_for(steps: int | None):
+    from proda.ablation.grid import AblationSpec, expand
+
+    spec = AblationSpec(name="ray-overhead", preset="synthetic", variants=("source-only",), seeds=(0,),
+                        overrides={"warmup.steps": steps} if steps else {})
+    plan = expand(spec)
+    assert len(plan.nodes) == 1, plan.summary()
+    return plan
+
+
+class Watcher(threading.Thread):
+    """Stamps (time.time()) when a node folder and its done.json first exist."""
+
+    def __init__(self, node_dir: Path):
+        super().__init__(daemon=True)
+        self.node_dir, self.started, self.done, self.stop = node_dir, None, None, False
+
+    def run(self):
+        while not self.stop:
+            t = time.time()
+            if self.started is None and self.node_dir.is_dir():
+                self.started = t
+            if self.done is None and (self.node_dir / "done.json").is_file():
+                self.done = t
+            time.sleep(0.05)
+
+
+def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
+    """One measurement, in this (fresh) process."""
+    t_start = time.time()
+    import torch
+
+    from proda.config import Config
+    from proda.engine.nodes import NodeSpec, read_done, run_node
+
+    plan = plan_for(steps)
+    (node,) = plan.nodes.values()
+    res: dict = {"mode": mode, "import_s": time.time() - t_start, "steps": node.config["warmup"]["steps"]}
+    if mode == "plain":
+        torch.set_num_threads(max(1, int(cpus)))  # what the runner gives a Ray worker
+        node_dir = out / "nodes" / node.id
+        t0 = time.time()
+        run_node(NodeSpec(node.kind, node.name, {}), Config.from_dict(node.config), node_dir, {},
+                 metrics_log=node_dir / "metrics.jsonl", log=lambda s: None)
+        res.update(node_s=time.time() - t0, study_s=time.time() - t0, init_s=0.0)
+    else:
+        import ray
+
+        from proda.ablation.runner import connect, run_study
+
+        watcher = Watcher(out / "nodes" / node.id)
+        watcher.start()
+        t0 = time.time()
+        connect(None)
+        t1 = time.time()
+        run_study(plan, out, cpus_per_worker=cpus, local=(mode == "ray-local"), max_failures=0,
+                  log=lambda s: None)
+        t2 = time.time()
+        watcher.stop = True
+        ray.shutdown()
+        res.update(init_s=t1 - t0, study_s=t2 - t1,
+                   startup_s=(watcher.started or t2) - t1,
+                   node_s=(watcher.done or t2) - (watcher.started or t1),
+                   teardown_s=t2 - (watcher.done or t2), shutdown_s=time.time() - t2)
+    done = read_done(out / "nodes" / node.id)
+    res["miou"] = done.get("miou")
+    (out / "nodes" / node.id / "node_seconds.json").write_text(json.dumps({"seconds": res["node_s"]}))
+    return res
+
+
+def run_child(mode: str, steps: int | None, cpus: float, storage: Path | None, timeout: float) -> dict:
+    with tempfile.TemporaryDirectory(dir=storage, prefix=f"ray-overhead-{mode}-") as d:
+        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.time()
+        p = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps or 0),
+                            "--cpus-per-worker", str(cpus), "--out", d], cwd=ROOT, env=env, capture_output=True,
+                           text=True, timeout=timeout)
+        wall = time.time() - t0
+        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
+        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
+        if p.returncode != 0 or not lines:
+            raise RuntimeError(f"{mode} run failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+        res = json.loads(lines[-1])
+        res["process_s"], res["cpu_s"] = wall, cpu
+        return res
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--steps", type=int, default=0, help="optimiser steps of the node (0: the preset's)")
+    ap.add_argument("--rounds", type=int, default=2, help="rounds of (plain, ray-local, ray-group), alternated")
+    ap.add_argument("--cpus-per-worker", type=float, default=1.0, help="as run_study's (threads = int of it)")
+    ap.add_argument("--modes", default=",".join(MODES))
+    ap.add_argument("--storage", type=Path, default=None, help="temp folders go here (default: system temp)")
+    ap.add_argument("--timeout", type=float, default=1200)
+    ap.add_argument("--child", choices=MODES, help=argparse.SUPPRESS)
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.child:
+        print(json.dumps(child(args.child, args.steps or None, args.cpus_per_worker, args.out)), flush=True)
+        return 0
+
+    say(machine())
+    modes = args.modes.split(",")
+    say(f"node: synthetic preset, source-only warm-up, {args.steps or 'preset'} steps, "
+        f"{int(args.cpus_per_worker)} thread(s); "
+        f"modes {modes}, {args.rounds} round(s)")
+    runs: dict[str, list[dict]] = {m: [] for m in modes}
+    for r in range(args.rounds):
+        order = modes[r % len(modes):] + modes[:r % len(modes)]
+        for m in order:
+            res = run_child(m, args.steps or None, args.cpus_per_worker, args.storage, args.timeout)
+            runs[m].append(res)
+            say(f"  round {r + 1} {m}: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
+                                                      for k, v in res.items() if k != "mode"))
+    plain = med([r["node_s"] for r in runs["plain"]]) if runs.get("plain") else float("nan")
+    rows, out = [], {}
+    for m in modes:
+        rs = runs[m]
+        g = lambda k: med([r.get(k, 0.0) for r in rs])  # noqa: E731
+        over = g("study_s") / plain
+        over_init = (g("study_s") + g("init_s")) / plain
+        rows.append([m, g("process_s"), g("init_s"), g("startup_s"), g("node_s"), g("teardown_s"), g("study_s"),
+                     over, over_init, g("cpu_s"), f"{rs[0].get('miou', float('nan')):.3f}"])
+        out[m] = (over, over_init)
+    say("\nseconds (medians); 'run' = run_node for plain, run_study (after ray.init) for Ray; "
+        "ratios = run ÷ plain node, and (ray.init + run) ÷ plain node")
+    say(table(["mode", "process", "ray.init", "start-up", "node", "teardown", "run", "÷ plain", "÷ plain (+init)",
+               "CPU s (tree)", "mIoU"], rows))
+    mious = {round(runs[m][0].get("miou") or 0, 6) for m in modes}
+    say(f"same result in every mode: {len(mious) == 1}")
+    emit({"ray_over_plain": round(out.get("ray-local", (float("nan"),))[0], 3),
+          "ray_over_plain_worker_group": round(out.get("ray-group", (float("nan"),))[0], 3),
+          "ray_over_plain_with_init": round(out.get("ray-local", (0, float("nan")))[1], 3),
+          "ray_over_plain_worker_group_with_init": round(out.get("ray-group", (0, float("nan")))[1], 3),
+          "plain_node_s": round(plain, 1), "steps": runs[modes[0]][0].get("steps"), "rounds": args.rounds,
+          **{f"cpu_s_{m}": round(med([r["cpu_s"] for r in runs[m]]), 1) for m in modes}})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
