@@ -140,9 +140,13 @@ def connect(address: str | None, timeout_s: float = 30.0) -> None:
 
     if ray.is_initialized():
         return
+    if address in (None, "") and os.environ.get("RAY_ADDRESS"):  # e.g. a `ray job submit` entrypoint
+        address = os.environ["RAY_ADDRESS"]
     if address in (None, "", "local"):
-        # the dashboard stays on: Ray Train's placement-group cleaner queries the state API through it
-        ray.init(log_to_driver=True, configure_logging=False, dashboard_host="127.0.0.1")
+        # address="local": a new Ray of our own — plain ray.init() silently joins a cluster that some
+        # `ray start` left on this machine (and dies with its `ray stop`). The dashboard stays on: Ray
+        # Train's placement-group cleaner queries the state API through it
+        ray.init(address="local", log_to_driver=True, configure_logging=False, dashboard_host="127.0.0.1")
         return
     # fail within the timeout with the address named, instead of Ray's retries (ray.init on an address where
     # nothing listens retries for ever): first a plain TCP connect to the GCS port

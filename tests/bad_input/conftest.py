@@ -10,10 +10,22 @@ import sys
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 from torchvision.io import write_png
 
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "control: a positive control (a good input is accepted), not a bad input")
+
+
+@pytest.fixture(autouse=True)
+def _bad_input(request, record_property):
+    """Each test here tries one bad input (counted by benchmarks/faults.py) unless marked ``control``."""
+    if request.node.get_closest_marker("control") is None:
+        record_property("bad_input", request.node.name)
 
 
 def ablation_main():

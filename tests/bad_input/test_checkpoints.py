@@ -42,6 +42,7 @@ def _one_line(e):
     return msg
 
 
+@pytest.mark.control
 def test_the_payload_is_live_when_loaded_without_weights_only(tmp_path):
     """The test file really carries code: a plain torch.load runs it (which is why nothing here may)."""
     marker = tmp_path / "pwned"

@@ -74,7 +74,8 @@ def test_address_that_swallows_packets_fails_within_the_timeout(monkeypatch):
         raise socket.timeout("timed out")
 
     monkeypatch.setattr(socket, "create_connection", blackhole)
-    with pytest.raises(StudyError, match=r"--address 10\.1\.2\.3:6379: no Ray cluster answers there \(no answer within 7 s"):
+    with pytest.raises(StudyError, match=r"--address 10\.1\.2\.3:6379: no Ray cluster answers there "
+                                         r"\(no answer within 7 s"):
         connect("10.1.2.3:6379", timeout_s=7)
     assert seen == {"addr": ("10.1.2.3", 6379), "timeout": 7}
 

@@ -84,6 +84,7 @@ def _one_line(e: Exception) -> str:
     return msg
 
 
+@pytest.mark.control
 def test_every_numeric_field_is_covered_by_a_range_case():
     numeric = {k for k, v in _leaves(Config().to_dict())
                if (isinstance(v, (int, float)) and not isinstance(v, bool)) or isinstance(v, list)}
@@ -100,6 +101,7 @@ def test_value_outside_its_range_is_refused_naming_the_field(field, value):
         assert "must" in msg, msg  # says what is allowed
 
 
+@pytest.mark.control
 @pytest.mark.parametrize("field,value", [("stage1.proto_momentum", 0.9999), ("stage1.proto_momentum", 0.0),
                                          ("pseudo.threshold", 0.0), ("stage1.gamma1", 1000.0), ("warmup.lr", 10.0),
                                          ("data.batch_size", 1), ("stage1.tau", 1e-3), ("distill.rounds", 0)])

@@ -66,6 +66,7 @@ def _config(root) -> Config:
                              "model": {"backbone": "small"}})
 
 
+@pytest.mark.control
 def test_a_good_tree_passes_the_check(tree):
     check_data(_config(tree))
 
@@ -128,6 +129,7 @@ def test_unknown_dataset_name_is_refused(tmp_path, capsys):
     assert_refused(rc, capsys.readouterr().err, "--dataset 'gta6': must be one of ['synthetic', 'gta5', 'synthia']")
 
 
+@pytest.mark.control
 def test_the_check_names_a_bad_file_deep_in_a_big_split_only_when_read(tmp_path):
     """Documented limit: only the PNG envelope of every file is checked up front; the ids of a label
     outside the decoded sample are checked when its batch is read (the same one-line DataError)."""

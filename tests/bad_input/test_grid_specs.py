@@ -19,6 +19,7 @@ def refused(text: str, tmp_path) -> str:
     return msg
 
 
+@pytest.mark.control
 def test_the_good_grid_is_accepted(tmp_path):
     (tmp_path / "grid.yaml").write_text(GOOD)
     assert list(AblationSpec.from_yaml(tmp_path / "grid.yaml").variants) == ["source-only", "pd+sl"]

@@ -131,8 +131,11 @@ def test_a_live_writers_temp_file_is_left_alone(tmp_path):
     assert mine.exists() and other_host.exists() and path.read_bytes() == b"new"
 
 
-def test_a_log_line_torn_by_a_kill_does_not_swallow_the_next_record(tmp_path):
+def test_a_log_line_torn_by_a_kill_does_not_swallow_the_next_record(tmp_path, record_property):
+    record_property("fault", "kill in the middle of a metrics.jsonl line")
     log = tmp_path / "metrics.jsonl"
     log.write_text(json.dumps({"kind": "eval", "step": 10, "miou": 5.0}) + "\n" + '{"kind": "eval", "st')
     JsonlLog(log).write({"kind": "eval", "step": 20, "miou": 6.0})  # the resumed run appends
-    assert [r["step"] for r in R._read_jsonl(log)] == [10, 20]
+    steps = [r["step"] for r in R._read_jsonl(log)]
+    record_property("results_lost", len({10, 20} - set(steps)))
+    assert steps == [10, 20]

@@ -13,12 +13,13 @@ from proda.ablation import results as R
 from .conftest import SECRETS
 
 pytestmark = [pytest.mark.ray]
+DRIVER_KILL = "SIGKILL of the driver mid-study, then the same command again"
 
 
 def test_rerun_after_a_killed_driver_runs_no_finished_node_again_and_completes(interrupted_study,
                                                                              record_property):
     k = interrupted_study
-    record_property("fault", "SIGKILL of the driver mid-study, then the same command again")
+    record_property("fault", DRIVER_KILL)
     assert k["rc"] == 0, k["second"][-3000:]
     study, stage1, before = k["study"], k["stage1"], k["done_before"]
     assert stage1 not in before and len(before) == 3  # both warm-ups and the pseudo labels were finished
@@ -34,11 +35,13 @@ def test_rerun_after_a_killed_driver_runs_no_finished_node_again_and_completes(i
     assert "nodes: 4 done, 0 running, 0 failed, 0 missing" in k["second"]
 
 
-def test_tables_after_the_kill_equal_those_of_an_undisturbed_study(interrupted_study):
+def test_tables_after_the_kill_equal_those_of_an_undisturbed_study(interrupted_study, record_property):
     k = interrupted_study
+    record_property("fault", DRIVER_KILL)
     got = R.scores(pd.read_parquet(k["study"] / "results.parquet"))
     want = R.scores(R.collect(k["reference"]))
     assert list(got["variant"]) == list(want["variant"]) == ["source-only", "st"]
+    record_property("results_lost", int(sum(a != b for a, b in zip(got["miou"], want["miou"]))))
     assert got["miou"].notna().all()
     assert list(got["miou"]) == list(want["miou"])  # deterministic on CPU: equal, not just close
     classes = R.class_columns(R.collect(k["reference"]))

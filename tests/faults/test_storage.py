@@ -48,7 +48,7 @@ def read_only(tmp_path):
     subprocess.run(["umount", str(path)], check=True)
 
 
-def _refused(study, *needles, record_property=None):
+def _refused(study, *needles):
     with pytest.raises(StudyError) as e:
         probe_storage(study)
     msg = str(e.value)

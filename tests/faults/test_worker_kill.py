@@ -13,11 +13,12 @@ import pytest
 from .conftest import same_weights
 
 pytestmark = [pytest.mark.ray]
+WORKER_KILL = "SIGKILL of the worker process running a node"
 
 
 def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(interrupted_study, record_property):
     k = interrupted_study
-    record_property("fault", "SIGKILL of the worker process running a node (stage 1)")
+    record_property("fault", WORKER_KILL)
     nid = k["stage1"][:8]
     resumed = re.findall(rf"pid=(\d+)\)\S* \[{nid}\] \[stage1\] resumed from step (\d+)", k["first"])
     assert len(resumed) == 1, "the killed node was not retried from its checkpoint"
@@ -29,7 +30,7 @@ def test_killed_worker_is_retried_and_resumes_from_its_checkpoint(interrupted_st
 def test_node_resumed_after_a_worker_kill_ends_bit_identical_to_an_undisturbed_run(interrupted_study,
                                                                                   record_property):
     k = interrupted_study
-    record_property("fault", "worker kill: final weights and metrics against an undisturbed run")
+    record_property("fault", WORKER_KILL)
     assert k["rc"] == 0, k["second"][-3000:]
     got, ref = k["study"] / "nodes" / k["stage1"], k["reference"] / "nodes" / k["stage1"]
     differ = same_weights(got / "model.pt", ref / "model.pt")
