@@ -5,10 +5,12 @@
 #     GPU_CHECK_DRY=1 bash benchmarks/gpu_check.sh # CPU dry run of the same Python code at tiny sizes
 #
 # What it measures (each part in its own process, each under its own `timeout`, a failure is logged and
-# the script goes on; total under ~6 min after the machine is up):
+# the script goes on; every timeout is cut to what is left of $BUDGET s (default 360) so the whole script
+# ends within ~6.5 min of the machine being up; typical on an H100: ~4–5 min):
 #   1. stage-1 steps of DeepLab-v2-R101 (paper-gta5, pd+sl: source CE + weak + strong passes, EMA on the
 #      full image) at the paper's crop 512×896 / full image 1024×2048, batch $BATCH (default 2):
-#      fp32 | bf16 autocast | bf16 + channels_last | bf16 + channels_last + torch.compile (last, optional)
+#      fp32 | bf16 autocast | bf16 + channels_last | bf16 + channels_last + torch.compile (last, with
+#      whatever is left of the budget, skipped under 90 s)
 #      → images/s (target images per second, i.e. steps × batch / s) and peak GPU memory.
 #   2. ProDA's own ops on the GPU: the real Stage1 path with a stub network (benchmarks/step_overhead.py),
 #      and the vectorised ops vs. the official-style loop baseline → share of the fp32 step, speedup.
@@ -158,9 +160,20 @@ PYEOF
 
 STEPS_JSON="$OUT/steps.jsonl"
 : > "$STEPS_JSON"
-run_cfg() {  # mode, timeout seconds
-  say "== step benchmark: $1 (timeout $2 s)"
-  timeout --kill-after=10 "$2" $PY "$STEP_PY" "$1" > "$OUT/step_$1.out" 2> "$OUT/step_$1.err"
+BUDGET="${BUDGET:-360}"  # seconds for the whole script; every part's timeout is cut to what is left
+left() { echo $(( BUDGET - $(elapsed) )); }
+cap() {  # cap SECONDS → min(SECONDS, time left − 5); 0 when under 20 s are left
+  local l=$(( $(left) - 5 )); local t=$1
+  [ "$DRY" = "1" ] && { echo "$t"; return; }
+  [ "$l" -lt "$t" ] && t=$l
+  [ "$t" -lt 20 ] && t=0
+  echo "$t"
+}
+run_cfg() {  # mode, timeout seconds (×3 in a dry run: a CPU without native bf16 emulates it slowly)
+  local t; t=$(cap "$2"); [ "$DRY" = "1" ] && t=$(( 3 * t ))
+  if [ "$t" -le 0 ]; then say "skipping $1: budget spent"; echo "{\"mode\": \"$1\", \"error\": \"skipped (budget)\"}" >> "$STEPS_JSON"; return; fi
+  say "== step benchmark: $1 (timeout $t s)"
+  timeout --kill-after=10 "$t" $PY "$STEP_PY" "$1" > "$OUT/step_$1.out" 2> "$OUT/step_$1.err"
   rc=$?
   if [ $rc -eq 0 ] && tail -n 1 "$OUT/step_$1.out" | grep -q '^{'; then
     tail -n 1 "$OUT/step_$1.out" | tee -a "$STEPS_JSON"
@@ -171,12 +184,10 @@ run_cfg() {  # mode, timeout seconds
 }
 
 # part 1 and 2
-run_cfg fp32 150
-run_cfg bf16 120
-run_cfg bf16-cl 120
-run_cfg ops 150
-# torch.compile last and only with time left (compiling R101 for two input shapes takes minutes)
-if [ "$(elapsed)" -lt 260 ]; then run_cfg bf16-cl-compile 200; else say "skipping torch.compile: $(elapsed) s used"; fi
+run_cfg fp32 90
+run_cfg bf16 75
+run_cfg bf16-cl 75
+run_cfg ops 90
 
 # part 3: DDP and the whole code path on the device
 SMOKE_SETS=(--set stage1.steps=10 --set warmup.steps=20 --set distill.steps=10)
@@ -186,12 +197,14 @@ if [ "$DRY" = "1" ]; then  # the tests' tiny slice: the dry run checks the comma
 fi
 say "== (a) one process on the device: smoke chain (pd+sl)"
 DEVICE=cuda; [ "$DRY" = "1" ] && DEVICE=cpu
-timeout --kill-after=10 120 $PY -m proda.train --variant pd+sl --preset smoke --out "$OUT/ddp_1gpu" \
+T=$(cap 75); [ "$T" -le 0 ] && T=1
+timeout --kill-after=5 "$T" $PY -m proda.train --variant pd+sl --preset smoke --out "$OUT/ddp_1gpu" \
   --set device=$DEVICE "${SMOKE_SETS[@]}" > "$OUT/ddp_1gpu.out" 2>&1
 say "exit $? ; $(tail -n 3 "$OUT/ddp_1gpu.out" | tr '\n' ' ')"
 
 say "== (b) torchrun --nproc-per-node 2, gloo on the CPUs: smoke chain (pd+sl)"
-timeout --kill-after=10 150 $PY -m torch.distributed.run --standalone --nproc-per-node 2 -m proda.train \
+T=$(cap 90); [ "$T" -le 0 ] && T=1
+timeout --kill-after=5 "$T" $PY -m torch.distributed.run --standalone --nproc-per-node 2 -m proda.train \
   --variant pd+sl --preset smoke --out "$OUT/ddp_2cpu" --set device=cpu "${SMOKE_SETS[@]}" > "$OUT/ddp_2cpu.out" 2>&1
 say "exit $? ; $(tail -n 3 "$OUT/ddp_2cpu.out" | tr '\n' ' ')"
 
@@ -205,10 +218,20 @@ dist.init_process_group("gloo")  # NCCL refuses two ranks on one GPU
 from proda.train import main
 sys.exit(main(sys.argv[1:]))
 PYEOF
-  timeout --kill-after=10 120 $PY -m torch.distributed.run --standalone --nproc-per-node 2 "$OUT/two_ranks_one_gpu.py" \
+  T=$(cap 60); [ "$T" -le 0 ] && T=1
+  timeout --kill-after=5 "$T" $PY -m torch.distributed.run --standalone --nproc-per-node 2 "$OUT/two_ranks_one_gpu.py" \
     --variant pd+sl --preset smoke --out "$OUT/ddp_2on1gpu" --set device=cuda "${SMOKE_SETS[@]}" \
     > "$OUT/ddp_2on1gpu.out" 2>&1
   say "exit $? ; $(tail -n 3 "$OUT/ddp_2on1gpu.out" | tr '\n' ' ')"
+fi
+
+# torch.compile last, with what is left of the budget (compiling R101 for two input shapes takes minutes)
+LEFT=$(( $(left) - 15 )); [ "$DRY" = "1" ] && LEFT=200
+if [ "$LEFT" -ge 90 ]; then
+  [ "$LEFT" -gt 180 ] && LEFT=180
+  run_cfg bf16-cl-compile "$LEFT"
+else
+  say "skipping torch.compile: $(elapsed) s used of a $BUDGET s budget"
 fi
 
 $PY - "$STEPS_JSON" "$OUT/summary.json" <<'PYEOF'

@@ -12,9 +12,10 @@ process kills a measurement whose RSS passes ``--max-rss-gb`` (other processes s
 2. paper: one `Stage1` step (micro_step + optimizer_step + after_step) of the paper-gta5 preset with
    DeepLab-v2-R101 at batch 1: crop 512×896, full image 1024×2048 for the EMA model; synthetic stand-in
    images, soft labels (19×128×256) and prototypes. The same step at a reduced size (crop 256×448, full
-   512×1024) shows the options cheaply: batch 2 vs batch 2 with grad_accum=2, bf16 autocast, and
-   "early source backward" (the source CE's graph freed before the target passes, as the official
-   code's `loss_GTA.backward()` does; a subclass here, not the library's behaviour).
+   512×1024) shows the options cheaply: batch 2 vs batch 2 with grad_accum=2, and "early source backward" (the source CE's graph freed before the target passes, as the official
+   code's `loss_GTA.backward()` does; a subclass here, not the library's behaviour). bf16 autocast of
+   the R101 step only with ``--paper-bf16``: a CPU without bf16 units (this one: AVX2) emulates it at a
+   small fraction of fp32 speed; benchmarks/gpu_check.sh measures it on a GPU.
 The last line is one JSON object.
 """
 
@@ -176,6 +177,8 @@ def main() -> int:
     ap.add_argument("--storage", type=Path, default=Path("/tmp/proda-memory"))
     ap.add_argument("--skip-paper", action="store_true", help="only the smoke node")
     ap.add_argument("--skip-full", action="store_true", help="the paper step at the reduced size only")
+    ap.add_argument("--paper-bf16", action="store_true",
+                    help="also the reduced paper step under bf16 autocast (slow where the CPU has no bf16 units)")
     ap.add_argument("--max-rss-gb", type=float, default=None,
                     help="kill a measurement above this RSS (default: min(18, available − 3) GB)")
     ap.add_argument("--timeout", type=float, default=1800)
@@ -226,9 +229,10 @@ def main() -> int:
                   "2 micro-batches of 1"),
                  ("paper step, reduced, batch 1", "reduced_b1", dict(**red, batch=1, amp="off", accum=1, early=False), ""),
                  ("  + early source backward", "reduced_b1_early", dict(**red, batch=1, amp="off", accum=1, early=True),
-                  "source graph freed first"),
-                 ("  + bf16 autocast", "reduced_b1_bf16", dict(**red, batch=1, amp="bf16", accum=1, early=False),
-                  "no native bf16 on this CPU (AVX2)")]
+                  "source graph freed first")]
+        if a.paper_bf16:
+            paper.append(("  + bf16 autocast", "reduced_b1_bf16", dict(**red, batch=1, amp="bf16", accum=1, early=False),
+                          "emulated bf16 on a CPU without it: very slow"))
         if not a.skip_full:
             paper.append(("paper step, 512×896 / 1024×2048, batch 1", "paper",
                           dict(crop=[512, 896], full=[1024, 2048], batch=1, amp="off", accum=1, early=False), ""))

@@ -13,8 +13,6 @@ watcher thread stamps when the node's folder appears (the node has started insid
 done.json appears (the node has finished), which splits `run_study` into start-up, node and teardown.
 Each run's final mIoU is printed: the three modes train the same node, so they must agree.
 Ratios are medians over rounds: Ray's run_study time ÷ the plain node time, without and with ray.init.
-The CPU seconds of each run's whole process tree (``RUSAGE_CHILDREN``; a lower bound for Ray, whose
-workers are not all reaped by its driver) show what Ray costs in work rather than in waiting.
 The last line is one JSON object.
 """
 
@@ -23,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -110,19 +107,16 @@ def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
 def run_child(mode: str, steps: int | None, cpus: float, storage: Path | None, timeout: float) -> dict:
     with tempfile.TemporaryDirectory(dir=storage, prefix=f"ray-overhead-{mode}-") as d:
         env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-        ru0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.time()
         p = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps or 0),
                             "--cpus-per-worker", str(cpus), "--out", d], cwd=ROOT, env=env, capture_output=True,
                            text=True, timeout=timeout)
         wall = time.time() - t0
-        ru1 = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (ru1.ru_utime + ru1.ru_stime) - (ru0.ru_utime + ru0.ru_stime)
         lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
         if p.returncode != 0 or not lines:
             raise RuntimeError(f"{mode} run failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
         res = json.loads(lines[-1])
-        res["process_s"], res["cpu_s"] = wall, cpu
+        res["process_s"] = wall
         return res
 
 
@@ -162,12 +156,12 @@ def main() -> int:
         over = g("study_s") / plain
         over_init = (g("study_s") + g("init_s")) / plain
         rows.append([m, g("process_s"), g("init_s"), g("startup_s"), g("node_s"), g("teardown_s"), g("study_s"),
-                     over, over_init, g("cpu_s"), f"{rs[0].get('miou', float('nan')):.3f}"])
+                     over, over_init, f"{rs[0].get('miou', float('nan')):.3f}"])
         out[m] = (over, over_init)
     say("\nseconds (medians); 'run' = run_node for plain, run_study (after ray.init) for Ray; "
         "ratios = run ÷ plain node, and (ray.init + run) ÷ plain node")
     say(table(["mode", "process", "ray.init", "start-up", "node", "teardown", "run", "÷ plain", "÷ plain (+init)",
-               "CPU s (tree)", "mIoU"], rows))
+               "mIoU"], rows))
     mious = {round(runs[m][0].get("miou") or 0, 6) for m in modes}
     say(f"same result in every mode: {len(mious) == 1}")
     emit({"ray_over_plain": round(out.get("ray-local", (float("nan"),))[0], 3),
@@ -175,7 +169,7 @@ def main() -> int:
           "ray_over_plain_with_init": round(out.get("ray-local", (0, float("nan")))[1], 3),
           "ray_over_plain_worker_group_with_init": round(out.get("ray-group", (0, float("nan")))[1], 3),
           "plain_node_s": round(plain, 1), "steps": runs[modes[0]][0].get("steps"), "rounds": args.rounds,
-          **{f"cpu_s_{m}": round(med([r["cpu_s"] for r in runs[m]]), 1) for m in modes}})
+          "load_avg_1min": round(os.getloadavg()[0], 2)})
     return 0
 
 
