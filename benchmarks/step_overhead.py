@@ -481,8 +481,9 @@ def main() -> int:
     del model, ema
 
     # 4. the synthetic preset, end to end (real small model vs the same step with a stub)
-    say("\n== 4. the `synthetic` preset (small model, 64-ch features, batch 8, crop 48×96), real step vs stub step")
     scfg = make_config("synthetic", "pd+sl", 0, {"device": "cpu"})
+    say(f"\n== 4. the `synthetic` preset (small model, {scfg.model.feat_channels}-ch features, batch "
+        f"{scfg.data.batch_size}, crop {scfg.data.crop[0]}×{scfg.data.crop[1]}), real step vs stub step")
     from proda.engine.data import open_split
     from proda.engine.nodes import new_model
 

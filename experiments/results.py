@@ -7,8 +7,10 @@ Prints a status line (nodes done / running / failed / missing), the ablation tab
 seeds, Δ vs the first row), the per-class IoU table and one table per swept axis, and writes
 ``STUDY/results.parquet`` (the tidy table every printed table is a view of) unless ``--no-write``.
 ``--select best`` scores each row at its best eval step (model selection on target val; the tables say so).
-``--plot DIR`` (needs matplotlib) draws per-class IoU bars per variant and mIoU ± std against each swept
-value. Not done: the strip of example predictions.
+``--plot DIR`` (needs matplotlib) draws per-class IoU bars per variant, mIoU ± std against each swept
+value, and ``predictions.png``: the first ``--strip-images`` target-val images, their ground truth and the
+prediction of each variant's final model (one seed, ``--strip-seed``; default the smallest finished) in the
+Cityscapes palette.
 """
 
 from __future__ import annotations
@@ -82,6 +84,36 @@ def _plot(df, select: str, out_dir: Path) -> list[Path]:
     return written
 
 
+def _plot_strip(study: Path, out_dir: Path, n_images: int, seed: int | None) -> Path:
+    from proda.ablation.predictions import prediction_strip  # noqa: PLC0415 - imports torch
+
+    plt = _pyplot()
+    strip = prediction_strip(study, n_images, seed)
+    cols = [("target image", strip.images), ("ground truth", strip.truth),
+            *zip(strip.columns, strip.predictions)]
+    n = strip.images.shape[0]
+    h, w = strip.images.shape[1:3]
+    cell = 2.2
+    fig, axes = plt.subplots(n, len(cols), squeeze=False,
+                             figsize=(cell * len(cols), cell * n * h / w + 0.6))
+    for j, (title, arr) in enumerate(cols):
+        for i in range(n):
+            ax = axes[i][j]
+            ax.imshow(arr[i], interpolation="nearest")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if i == 0:
+                ax.set_title(title, fontsize=7)
+    if strip.missing:
+        fig.suptitle("not finished: " + ", ".join(strip.missing), fontsize=7)
+    fig.tight_layout()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / "predictions.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("study", type=Path, help="the study folder (holds plan.json)")
@@ -89,6 +121,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--select", default="last", choices=("last", "best"),
                     help="score a row at its final node's last eval step, or its best (selection on target val)")
     ap.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots there (needs matplotlib)")
+    ap.add_argument("--strip-images", type=int, default=4, metavar="N",
+                    help="target-val images in --plot's predictions.png (0: no strip)")
+    ap.add_argument("--strip-seed", type=int, default=None, help="the seed whose models the strip shows")
     ap.add_argument("--no-write", action="store_true", help="do not write STUDY/results.parquet")
     args = ap.parse_args(argv)
     if args.plot:
@@ -101,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         for p in _plot(R.collect(args.study), args.select, args.plot):
             print(f"wrote {p}")
+        if args.strip_images > 0:
+            try:
+                print(f"wrote {_plot_strip(args.study, args.plot, args.strip_images, args.strip_seed)}")
+            except FileNotFoundError as e:
+                print(f"no prediction strip: {e}", file=sys.stderr)
     return 0
 
 

@@ -138,6 +138,7 @@ class WarmupConfig:
     lr: float = 2.5e-4  # backbone learning rate; the head gets optim.head_lr_mult × lr
     adv_weight: float = 0.01
     disc_lr: float = 1e-4
+    disc_channels: int = 64  # ndf of the discriminator: ndf, 2ndf, 4ndf, 8ndf channels (AdaptSegNet: 64)
 
     def __post_init__(self):
         p = "warmup"
@@ -146,6 +147,7 @@ class WarmupConfig:
         _in(f"{p}.lr", self.lr, 0.0, 10.0, lo_open=True)
         _in(f"{p}.adv_weight", self.adv_weight, 0.0, 100.0)
         _in(f"{p}.disc_lr", self.disc_lr, 0.0, 10.0, lo_open=True)
+        _in(f"{p}.disc_channels", self.disc_channels, 1, 1024)
 
 
 @dataclass(frozen=True)

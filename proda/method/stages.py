@@ -163,7 +163,7 @@ class AdversarialWarmup(StageBase):
     def __init__(self, cfg, model, source, target, device, seed):
         super().__init__(cfg, model, source, device, seed)
         self.tgt = BatchStream(target, self.micro_bs, seed=seed * 2 + 2, with_labels=False)
-        self.disc = FCDiscriminator(cfg.data.num_classes).to(device)
+        self.disc = FCDiscriminator(cfg.data.num_classes, ndf=cfg.warmup.disc_channels).to(device)
         self.disc_net = self._wrap(self.disc)
         self.disc_opt = torch.optim.Adam(self.disc.parameters(), lr=cfg.warmup.disc_lr, betas=(0.9, 0.99))
 

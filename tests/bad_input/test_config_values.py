@@ -24,6 +24,7 @@ OUT_OF_RANGE = {
     "stage1.threshold": [-0.5, 1.0],
     "warmup.lr": [0.0, -1e-4, 10.5, INF, NAN],
     "warmup.disc_lr": [0.0, 11.0],
+    "warmup.disc_channels": [0, 1025],
     "stage1.lr": [0.0, 10.5],
     "distill.lr": [0.0, -0.1, 10.5],
     "optim.head_lr_mult": [0.0, 1000.5],
