@@ -39,6 +39,25 @@ def test_run_stopped_at_any_step_and_resumed_is_bit_identical(tmp_path, syntheti
     assert torch.equal(pa["soft"], pb["soft"]) and torch.equal(pa["protos"], pb["protos"])
 
 
+def test_evaluation_interval_does_not_change_what_is_trained(tmp_path, synthetic_cache):
+    """Evaluating is read-only (eval mode, no RNG drawn): a chain evaluated every step ends with the same
+    weights, pseudo labels and final metrics as one evaluated only at the end of each stage."""
+    log = lambda s: None  # noqa: E731
+    run_chain(tiny_config(synthetic_cache, "pd+sl", **{"eval.interval": 1}), tmp_path / "often", log=log)
+    run_chain(tiny_config(synthetic_cache, "pd+sl", **{"eval.interval": 1000}), tmp_path / "once", log=log)
+    for node in ("warmup", "stage1"):
+        a, b = _weights(tmp_path / "often" / node / "model.pt"), _weights(tmp_path / "once" / node / "model.pt")
+        for k in a:
+            assert torch.equal(a[k], b[k]), f"{node}: {k} differs with the evaluation interval"
+        evals = [json.loads(ln) for ln in (tmp_path / "often" / "metrics.jsonl").read_text().splitlines()
+                 if '"eval"' in ln and f'"{node}"' in ln]
+        assert [e["step"] for e in evals] == [1, 2, 3, 4]  # every step was evaluated
+        da, db = (json.loads((tmp_path / r / node / "done.json").read_text()) for r in ("often", "once"))
+        assert da["miou"] == db["miou"]
+    pa, pb = (ckpt.load(tmp_path / r / "pseudo0" / "pseudo.pt") for r in ("often", "once"))
+    assert torch.equal(pa["soft"], pb["soft"])
+
+
 def _fixed_source_stage(cfg, batch):
     torch.manual_seed(0)
     st = stages.SourceStage(cfg, new_model(cfg), open_split(cfg, "source", "train"), torch.device("cpu"), 0)
