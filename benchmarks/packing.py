@@ -37,16 +37,16 @@ class Watcher(threading.Thread):
 
     def __init__(self, nodes_dir: Path):
         super().__init__(daemon=True)
-        self.nodes_dir, self.start, self.end, self.stop = nodes_dir, {}, {}, False
+        self.nodes_dir, self.began, self.ended, self.stop = nodes_dir, {}, {}, False
 
     def run(self):
         while not self.stop:
             t = time.time()
             if self.nodes_dir.is_dir():
                 for d in self.nodes_dir.iterdir():
-                    self.start.setdefault(d.name, t)
-                    if d.name not in self.end and (d / "done.json").is_file():
-                        self.end[d.name] = t
+                    self.began.setdefault(d.name, t)
+                    if d.name not in self.ended and (d / "done.json").is_file():
+                        self.ended[d.name] = t
             time.sleep(0.05)
 
 
@@ -85,8 +85,8 @@ def child(mode: str, study: Path, cpus: float) -> dict:
     time.sleep(0.2)
     watcher.stop = True
     ray.shutdown()
-    node_s = {k: watcher.end[k] - watcher.start[k] for k in watcher.end}
-    spans = {k: (watcher.start[k] - t1, watcher.end[k] - t1) for k in watcher.end}
+    node_s = {k: watcher.ended[k] - watcher.began[k] for k in watcher.ended}
+    spans = {k: (watcher.began[k] - t1, watcher.ended[k] - t1) for k in watcher.ended}
     return {"node_s": node_s, "spans": spans, "makespan_s": t2 - t1, "init_s": t1 - t0, "slots": slots}
 
 
