@@ -15,6 +15,7 @@ import platform
 import resource
 import statistics
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Callable, Iterable, Sequence
@@ -105,3 +106,22 @@ def emit(obj: dict) -> None:
 
 def say(*a) -> None:
     print(*a, flush=True)
+
+
+class NodeWatcher(threading.Thread):
+    """Stamps (time.time()) when each node folder under ``nodes_dir`` first exists (``began``) and when its
+    done.json does (``ended``); set ``stop`` to end the thread."""
+
+    def __init__(self, nodes_dir: Path):
+        super().__init__(daemon=True)
+        self.nodes_dir, self.began, self.ended, self.stop = nodes_dir, {}, {}, False
+
+    def run(self):
+        while not self.stop:
+            t = time.time()
+            if self.nodes_dir.is_dir():
+                for d in self.nodes_dir.iterdir():
+                    self.began.setdefault(d.name, t)
+                    if d.name not in self.ended and (d / "done.json").is_file():
+                        self.ended[d.name] = t
+            time.sleep(0.05)

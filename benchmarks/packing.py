@@ -24,30 +24,11 @@ import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, emit, machine, say, table  # noqa: E402
-
-
-class Watcher(threading.Thread):
-    """Stamps (time.time()) when each node folder under ``nodes/`` and its done.json first exist."""
-
-    def __init__(self, nodes_dir: Path):
-        super().__init__(daemon=True)
-        self.nodes_dir, self.began, self.ended, self.stop = nodes_dir, {}, {}, False
-
-    def run(self):
-        while not self.stop:
-            t = time.time()
-            if self.nodes_dir.is_dir():
-                for d in self.nodes_dir.iterdir():
-                    self.began.setdefault(d.name, t)
-                    if d.name not in self.ended and (d / "done.json").is_file():
-                        self.ended[d.name] = t
-            time.sleep(0.05)
+from _common import ROOT, NodeWatcher, emit, machine, say, table  # noqa: E402
 
 
 def child(mode: str, study: Path, cpus: float) -> dict:
@@ -74,7 +55,7 @@ def child(mode: str, study: Path, cpus: float) -> dict:
 
     from proda.ablation.runner import check_fits, connect, run_study, scaling
 
-    watcher = Watcher(study / "nodes")
+    watcher = NodeWatcher(study / "nodes")
     watcher.start()
     t0 = time.time()
     connect(None)

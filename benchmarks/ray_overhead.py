@@ -24,12 +24,11 @@ import os
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, emit, machine, med, say, table  # noqa: E402
+from _common import ROOT, NodeWatcher, emit, machine, med, say, table  # noqa: E402
 
 MODES = ("plain", "ray-local", "ray-group")
 
@@ -42,23 +41,6 @@ def plan_for(steps: int | None):
     plan = expand(spec)
     assert len(plan.nodes) == 1, plan.summary()
     return plan
-
-
-class Watcher(threading.Thread):
-    """Stamps (time.time()) when a node folder and its done.json first exist."""
-
-    def __init__(self, node_dir: Path):
-        super().__init__(daemon=True)
-        self.node_dir, self.started, self.done, self.stop = node_dir, None, None, False
-
-    def run(self):
-        while not self.stop:
-            t = time.time()
-            if self.started is None and self.node_dir.is_dir():
-                self.started = t
-            if self.done is None and (self.node_dir / "done.json").is_file():
-                self.done = t
-            time.sleep(0.05)
 
 
 def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
@@ -84,7 +66,7 @@ def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
 
         from proda.ablation.runner import connect, run_study
 
-        watcher = Watcher(out / "nodes" / node.id)
+        watcher = NodeWatcher(out / "nodes")
         watcher.start()
         t0 = time.time()
         connect(None)
@@ -94,10 +76,10 @@ def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
         t2 = time.time()
         watcher.stop = True
         ray.shutdown()
-        res.update(init_s=t1 - t0, study_s=t2 - t1,
-                   startup_s=(watcher.started or t2) - t1,
-                   node_s=(watcher.done or t2) - (watcher.started or t1),
-                   teardown_s=t2 - (watcher.done or t2), shutdown_s=time.time() - t2)
+        started, done = watcher.began.get(node.id), watcher.ended.get(node.id)
+        res.update(init_s=t1 - t0, study_s=t2 - t1, startup_s=(started or t2) - t1,
+                   node_s=(done or t2) - (started or t1), teardown_s=t2 - (done or t2),
+                   shutdown_s=time.time() - t2)
     done = read_done(out / "nodes" / node.id)
     res["miou"] = done.get("miou")
     (out / "nodes" / node.id / "node_seconds.json").write_text(json.dumps({"seconds": res["node_s"]}))

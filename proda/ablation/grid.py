@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from proda.chain import chain, node_id
-from proda.config import Config, ConfigError, field_paths, stable_hash
+from proda.config import Config, ConfigError, field_paths
 from proda.presets import COMPONENTS, PRESETS, VARIANTS, make_config
 
 TABLE3_VARIANTS = ("source-only", "warmup", "st", "st+sce", "pd", "pd+sl", "proda")

@@ -17,10 +17,10 @@ import torch.nn.functional as F
 
 from proda.ablation.results import load_plan
 from proda.config import Config
-from proda.data.augment import normalize
 from proda.data.classes import IGNORE_INDEX, PALETTE_19, protocol_class_ids
 from proda.engine.data import eval_batches, open_split
 from proda.engine.nodes import is_done, load_model
+from proda.engine.trainer import predict
 
 
 @dataclass
@@ -81,8 +81,6 @@ def prediction_strip(study_dir: str | Path, n_images: int = 4, seed: int | None 
     for label, row in chosen:
         cfg = Config.from_dict(plan.nodes[row.final].config)
         model = load_model(cfg, study_dir / "nodes" / row.final).eval()
-        out = model(normalize(img))["out"]
-        pred = F.interpolate(out, size=size, mode="bilinear", align_corners=False).argmax(1)
         strip.columns.append(label)
-        strip.predictions.append(colourise(pred, k))
+        strip.predictions.append(colourise(predict(model, img, size), k))
     return strip

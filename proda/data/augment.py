@@ -231,6 +231,11 @@ def photometric(x: Tensor, name: str, value: Tensor, noise: Tensor | None = None
     raise ValueError(f"unknown photometric op {name!r}; expected one of {PHOTOMETRIC_OPS}")
 
 
+def _slot_draw(us: Tensor, n_ops: int, apply_p: float) -> tuple[Tensor, Tensor]:
+    """One RandAugment slot's draws from its uniforms (columns: op, apply, …): op index, and whether it applies."""
+    return (us[:, 0] * n_ops).long().clamp(max=n_ops - 1), us[:, 1] < apply_p
+
+
 def strong_view(views: Tensor, generator: torch.Generator | None = None, n_ops: int = 2, magnitude: int = 10,
                 cutout: float | None = 1 / 3, ops: tuple[str, ...] = OFFICIAL_OPS, apply_p: float = 0.5,
                 flip_p: float = 0.5, fill: float = 0.5) -> tuple[Tensor, StrongParams]:
@@ -257,7 +262,6 @@ def strong_view(views: Tensor, generator: torch.Generator | None = None, n_ops: 
     u = u_gen.to(dev)  # flip | per slot: op, apply, level, sign | cutout centre
     noise = None
     if "noise" in ops:
-        gdev = generator.device if generator is not None else dev
         noise = torch.randn((n_ops, *views.shape), generator=generator, device=gdev).to(dev, views.dtype)
     theta = op_matrix("hflip", torch.zeros(n, device=dev), (H, W))  # (N, 3, 3), flip applied first
     theta = torch.where((u[:, 0] < flip_p).view(-1, 1, 1), theta, torch.eye(3, device=dev))
@@ -265,12 +269,11 @@ def strong_view(views: Tensor, generator: torch.Generator | None = None, n_ops: 
     op_ids, values = [], []
     for s in range(n_ops):  # a fixed number of slots, not samples
         us = u[:, 1 + 4 * s: 5 + 4 * s]  # (N, 4)
-        idx = (us[:, 0] * len(ops)).long().clamp(max=len(ops) - 1)  # (N,) op drawn
-        applied = us[:, 1] < apply_p
+        idx, applied = _slot_draw(us, len(ops), apply_p)  # (N,) op drawn, (N,) whether it applies
         drawn = range(len(ops))
         if u_gen.device.type == "cpu":  # skip candidates no sample drew: read on the host, no device sync
-            ug = u_gen[:, 1 + 4 * s: 3 + 4 * s]
-            drawn = set((ug[:, 0] * len(ops)).long().clamp(max=len(ops) - 1)[ug[:, 1] < apply_p].tolist())
+            h_idx, h_applied = (idx, applied) if u is u_gen else _slot_draw(u_gen[:, 1 + 4 * s:], len(ops), apply_p)
+            drawn = set(h_idx[h_applied].tolist())
         frac = (1 + torch.floor(us[:, 2] * (magnitude - 1))) / 10  # level in [1, magnitude), over 10
         sign = torch.where(us[:, 3] < 0.5, -1.0, 1.0)
         step, cand, value = torch.eye(3, device=dev).expand(n, 3, 3), img, torch.zeros(n, device=dev)

@@ -8,7 +8,6 @@ NaN/inf at every log step without adding host syncs to the other steps.
 from __future__ import annotations
 
 import json
-import math
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,6 +30,12 @@ class NonFiniteLoss(RuntimeError):
     """A loss became NaN/inf; the message names the stage, step and loss term."""
 
 
+def predict(model: torch.nn.Module, images: torch.Tensor, size) -> torch.Tensor:
+    """Class map (n, *size) of images in [0, 1]: the logits upsampled bilinearly to ``size``, then argmax."""
+    out = F.interpolate(model(normalize(images))["out"], size=tuple(size), mode="bilinear", align_corners=False)
+    return out.max(1)[1]
+
+
 @torch.inference_mode()
 def evaluate(model: torch.nn.Module, split: Split, num_classes: int, device: torch.device,
              batch_size: int = 16, max_images: int | None = None) -> ConfusionMatrix:
@@ -40,9 +45,7 @@ def evaluate(model: torch.nn.Module, split: Split, num_classes: int, device: tor
     cm = ConfusionMatrix(num_classes, device=device)
     for _, img, lab in eval_batches(split, batch_size, max_images):
         img, lab = img.to(device), lab.to(device)
-        out = model(normalize(img))["out"]
-        out = F.interpolate(out, size=lab.shape[-2:], mode="bilinear", align_corners=False)
-        cm.update(pred=out.max(1)[1], target=lab)
+        cm.update(pred=predict(model, img, lab.shape[-2:]), target=lab)
     cm.all_reduce()
     model.train(was_training)
     return cm
