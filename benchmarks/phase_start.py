@@ -1,4 +1,7 @@
-"""What one phase's `Tuner.fit()` costs before any node work: the fixed start-up that the runner pays per phase.
+"""What one `Tuner.fit()` costs before any node work: the fixed start-up of a Tune experiment.
+
+The runner used to pay it once per phase (one Tune experiment per phase); since 2026-11-27 a study is one
+Tune experiment with reused trial processes, so it is paid once per study (benchmarks/packing.py).
 
     python benchmarks/phase_start.py [--reps 2]
 
@@ -9,8 +12,8 @@ trial does, with no training:
 2. ``import``: the same after ``import torch, proda.engine.nodes`` (what a trial process must load);
 3. ``train-local``: a TorchTrainer in Train's local mode (``num_workers=0``) whose loop returns at once —
    the runner's 1-CPU node trial without its node.
-The differences between rows split the per-phase start (seen as ~9–10 s between phases in
-benchmarks/packing.py) into Tune's experiment start, the trial process's imports and Train's controller.
+The differences between rows split that start (seen as ~9–10 s between phases in benchmarks/packing.py
+while each phase was its own experiment) into Tune's experiment start, the trial process's imports and Train's controller.
 The last line is one JSON object.
 """
 

@@ -35,13 +35,22 @@ def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cac
     final = df[df["is_final"] & df["iou"].notna()]
     assert len(final[["variant", "seed"]].drop_duplicates()) == 8
     assert ((final["iou"] >= 0) & (final["iou"] <= 100)).all()
-    # each phase is an ordinary Tune experiment that Ray's own tools open
+    # the study is one ordinary Tune experiment that Ray's own tools open: a trial per node, named by phase
     from ray.tune import ExperimentAnalysis
 
-    phases = [p for p in (study / "phases").iterdir() if p.name.startswith("warmup-")]
-    assert len(phases) == 1
-    analysis = ExperimentAnalysis(str(phases[0]))
-    assert len(analysis.trials) == 4  # 2 warm-up kinds × 2 seeds, merged across the 4 variants
+    (exp,) = [p for p in (study / "tune").iterdir() if p.name.startswith("study-")]
+    assert not (study / "tune" / "running.json").exists()  # the experiment ended: nothing to restore
+    analysis = ExperimentAnalysis(str(exp))
+    assert len(analysis.trials) == 16
+    names = sorted(str(t) for t in analysis.trials)
+    assert sum(n.startswith("warmup_") for n in names) == 4  # 2 warm-up kinds × 2 seeds, merged across 4 variants
+    assert {t.config["node_id"] for t in analysis.trials} == set(json.loads((study / "plan.json").read_text())["nodes"])
+    # no barrier between phases: some node started before a node of an earlier phase had finished
+    order = json.loads((study / "plan.json").read_text())["phases"]
+    spans = {t.config["node_id"]: (t.config["phase"], t.run_metadata.start_time, t.last_result["timestamp"])
+             for t in analysis.trials}
+    assert any(order.index(pa) < order.index(pb) and sb < ea
+               for pa, _, ea in spans.values() for pb, sb, _ in spans.values()), spans
     # resume: every node is finished, nothing runs, the tables are printed again
     mtimes = {p: p.stat().st_mtime for p in study.glob("nodes/*/done.json")}
     second = _run(["experiments/ablation.py", "--preset", "smoke", "--storage", str(storage)], env)

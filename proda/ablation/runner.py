@@ -1,17 +1,17 @@
-"""Runs an ablation plan on Ray: each phase is a Tune experiment, each node a TorchTrainer (DDP).
+"""Runs an ablation plan on Ray: the study is one Tune experiment, each node a trial that runs a TorchTrainer (DDP).
 
 Train V2 pattern: a Tune *function* trainable per node launches a ``TorchTrainer`` whose workers run
 :func:`proda.engine.nodes.run_node`; ``TuneReportCallback`` forwards the workers' reports to Tune.
 Node artifacts live in ``STUDY/nodes/<node_id>/`` (a path every worker can reach: local disk on one
 machine, a shared file system such as NFS/EFS on a cluster); Tune/Train bookkeeping lives in
-``STUDY/phases/<phase>/``. A node with ``done.json`` never runs again — that is how an interrupted
-study resumes; a phase whose Tune experiment was interrupted is restored with ``Tuner.restore``.
+``STUDY/tune/``. The experiment's searcher (:mod:`proda.ablation.scheduler`) starts a node as soon as its
+inputs are done — no barrier between phases. A node with ``done.json`` never runs again — that is how an
+interrupted study resumes; the Tune experiment an interrupted driver left is restored with ``Tuner.restore``.
 """
 
 from __future__ import annotations
 
 import json
-import math
 import os
 import socket
 import time
@@ -94,7 +94,7 @@ def _node_trial(config: dict) -> None:
     node = _plan_node(config)
     sc = config["scaling"]
     loop_config = {"node": node, "study_dir": config["study_dir"], "threads": sc["threads"], "local": sc["local"]}
-    run_config = dict(name=f"node-{node['id']}", storage_path=str(Path(config["study_dir"]) / "phases" / "train"))
+    run_config = dict(name=f"node-{node['id']}", storage_path=str(Path(config["study_dir"]) / "tune" / "train"))
     if sc["local"]:  # Train's local mode: the node runs in this (reused) trial process, no worker group
         trainer = TorchTrainer(_train_worker, train_loop_config=loop_config,
                                scaling_config=ray.train.ScalingConfig(num_workers=0),
@@ -204,42 +204,79 @@ def check_fits(sc: dict) -> int:
     return max(1, capacity // sc["workers"])
 
 
-def run_phase(plan: Plan, phase: str, study_dir: Path, sc: dict, concurrent: int, max_failures: int,
-              log: Callable[[str], None]) -> None:
+# ---------------------------------------------------------------------------------------------
+# the DAG as one Tune experiment: a searcher hands out each node as soon as its inputs are done
+
+def interrupted_experiment(plan: Plan, study_dir: Path) -> Path | None:
+    """The Tune experiment a driver of this same plan, in this same folder, left unfinished (its
+    ``tune/running.json`` is removed when an experiment ends); ``None`` when there is none to restore —
+    e.g. the study's spec changed since (more seeds, another variant): its searcher would not know the new
+    nodes, so a new experiment runs the unfinished ones, each from its own checkpoint."""
     from ray import tune
 
-    todo = [n.id for n in plan.nodes_in_phase(phase) if node_status(study_dir, n.id) != "done"]
-    blocked = [i for i in todo if any(node_status(study_dir, up) != "done" for up in plan.nodes[i].inputs.values())]
-    for i in blocked:
-        _mark_failed(study_dir / "nodes" / i, "skipped: an upstream node failed", phase)
-    todo = [i for i in todo if i not in blocked]
+    marker = study_dir / "tune" / "running.json"
+    try:
+        m = json.loads(marker.read_text())
+        path = study_dir / "tune" / m["name"]
+        same = m["plan"] == _digest(sorted(plan.nodes)) and m["study_dir"] == str(study_dir)
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return path if same and tune.Tuner.can_restore(str(path)) else None
+
+
+def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures: int,
+            log: Callable[[str], None]) -> None:
+    """Every unfinished node of ``plan`` as one Tune experiment (one trial per node), restored when an
+    earlier driver was interrupted while it ran."""
+    from ray import tune
+
+    from proda.ablation import scheduler
+
+    todo = [i for i in plan.nodes if node_status(study_dir, i) != "done"]
     if not todo:
         return
-    for i in todo:  # a retried node starts clean of an earlier failure mark
+    for i in todo:  # a node that failed before is tried again, and its branch with it
         (study_dir / "nodes" / i / "failed.json").unlink(missing_ok=True)
+    scheduler.set_log(log)
     local = sc["local"]
     trainable = tune.with_resources(_node_trial, {"cpu": sc["resources"]["CPU"]} if local else {"cpu": TRIAL_CPU})
-    param_space = {"node_id": tune.grid_search(sorted(todo)), "study_dir": str(study_dir), "scaling": sc,
-                   "max_failures": max_failures}
-    exp_dir = study_dir / "phases"
-    exp_name = f"{phase}-{_digest(sorted(todo))}"
-    path = exp_dir / exp_name
-    if tune.Tuner.can_restore(str(path)):
-        log(f"[{phase}] restoring the interrupted Tune experiment {path}")
-        tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
-    else:
+    exp_dir = study_dir / "tune"
+    marker = exp_dir / "running.json"
+    tuner = None
+    path = interrupted_experiment(plan, study_dir)
+    if path is not None:
+        log(f"restoring the interrupted Tune experiment {path}")
+        try:
+            tuner = tune.Tuner.restore(str(path), trainable=trainable, resume_errored=True)
+        except Exception as e:  # noqa: BLE001 - the nodes' own checkpoints still hold their progress
+            log(f"could not restore {path} ({type(e).__name__}: {e}); a new Tune experiment runs the unfinished "
+                f"nodes instead, each resuming from its own checkpoint")
+    if tuner is None:
+        name = f"study-{_digest(sorted(todo))}"
+        k = 1
+        while (exp_dir / name).exists():  # a later run of the same nodes (e.g. retrying failed ones)
+            k += 1
+            name = f"study-{_digest(sorted(todo))}-{k}"
+        exp_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(marker, lambda f: f.write(json.dumps(
+            {"name": name, "plan": _digest(sorted(plan.nodes)), "study_dir": str(study_dir)}).encode()))
+        base = {"study_dir": str(study_dir), "scaling": sc, "max_failures": max_failures}
         tuner = tune.Tuner(
-            trainable, param_space=param_space,
-            tune_config=tune.TuneConfig(max_concurrent_trials=concurrent, reuse_actors=local),
-            run_config=tune.RunConfig(name=exp_name, storage_path=str(exp_dir), verbose=1,
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=scheduler.NodeScheduler(plan, study_dir, todo, base),
+                                        num_samples=len(todo), max_concurrent_trials=concurrent, reuse_actors=local,
+                                        trial_name_creator=scheduler.trial_name,
+                                        trial_dirname_creator=scheduler.trial_name),
+            run_config=tune.RunConfig(name=name, storage_path=str(exp_dir), verbose=1,
                                       # local mode: Tune retries the trial (the node resumes from its checkpoint)
                                       failure_config=tune.FailureConfig(max_failures=max_failures if local else 0)),
         )
     tuner.fit()
-    for i in todo:
-        if node_status(study_dir, i) != "done" and node_status(study_dir, i) != "failed":
+    marker.unlink(missing_ok=True)
+    for i in todo:  # e.g. a trial the restored experiment had finished before the kill, without its node
+        if node_status(study_dir, i) not in ("done", "failed"):
             _mark_failed(study_dir / "nodes" / i, "the node's trial ended without finishing (see its Tune log)",
-                         phase)
+                         plan.nodes[i].phase)
 
 
 def _digest(ids: list[str]) -> str:
@@ -264,7 +301,7 @@ def check_inputs(plan: Plan) -> None:
 def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, workers_per_trial: int = 1,
               gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_concurrent: int | None = None,
               max_failures: int = 2, local: bool | None = None, log: Callable[[str], None] = print) -> Path:
-    """Run every unfinished node of ``plan``, phase by phase; return the study folder."""
+    """Run every unfinished node of ``plan``, each as soon as its inputs are done; return the study folder."""
     study_dir = Path(study_dir).expanduser().resolve()
     check_inputs(plan)
     probe_storage(study_dir)
@@ -281,14 +318,7 @@ def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, 
         concurrent = min(concurrent, max_concurrent)
     mode = "in the trial process (Train local mode)" if sc["local"] else "as a DDP worker group"
     log(f"running up to {concurrent} node(s) at once, {workers_per_trial} worker(s) each, {mode}")
-    t0, start_cost = time.monotonic(), done_cost
-    for phase in plan.phases:
-        run_phase(plan, phase, study_dir, sc, concurrent, max_failures, log)
-        done_cost = sum(n.est_cost for n in plan.nodes.values() if node_status(study_dir, n.id) == "done")
-        rate = (done_cost - start_cost) / max(time.monotonic() - t0, 1e-9)
-        left = (total - done_cost) / rate if rate > 0 else math.nan
-        log(f"[{phase}] finished; {100 * done_cost / total:.0f}% of the estimated work done"
-            + (f", about {left / 60:.1f} min left" if math.isfinite(left) and left > 0 else ""))
+    run_dag(plan, study_dir, sc, concurrent, max_failures, log)
     return study_dir
 
 

@@ -103,7 +103,7 @@ def test_trial_larger_than_the_cluster_is_refused_instead_of_waiting(tmp_path, g
                                                                      args, needles):
     rc = ablation_main()(["--grid", str(grid), "--storage", str(tmp_path / "s"), *args])
     assert_refused(rc, capsys.readouterr().err, *needles)
-    assert not (tmp_path / "s" / "g" / "nodes").exists() and not (tmp_path / "s" / "g" / "phases").exists()
+    assert not (tmp_path / "s" / "g" / "nodes").exists() and not (tmp_path / "s" / "g" / "tune").exists()
 
 
 @pytest.mark.parametrize("args,needles", [
@@ -167,6 +167,6 @@ def test_finished_study_prints_its_tables_and_runs_nothing(tmp_path, grid, capsy
     assert "every node of this study is already finished: nothing to run" in out.out
     assert "nodes: 2 done, 0 running, 0 failed, 0 missing" in out.out
     assert "| source-only | 30.00 ± – (n=1)" in out.out and "| warmup      | 31.00 ± – (n=1)" in out.out
-    assert not ray.is_initialized() and not (study / "phases").exists()
+    assert not ray.is_initialized() and not (study / "tune").exists()
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # nothing rewritten; the table is new
     assert (study / "results.parquet").is_file()

@@ -289,7 +289,7 @@ STUDY=$H/studies/cluster-smoke
   --gpus-per-worker 0 --cpus-per-worker 1 > "$WORK/study.log" 2>&1 || fail "ray submit (the study)" "$WORK/study.log"
 grep -qE '^\| *source-only *\| *[0-9]' "$WORK/study.log" || fail "the study printed no source-only row" "$WORK/study.log"
 [ -f "$STUDY/results.parquet" ] || fail "no $STUDY/results.parquet in the shared storage" "$WORK/study.log"
-grep -rqs '"node_ip": "127.0.0.3"' "$STUDY/phases" || fail "no trial ran on the worker 127.0.0.3" "$WORK/study.log"
+grep -rqs '"node_ip": "127.0.0.3"' "$STUDY/tune" || fail "no trial ran on the worker 127.0.0.3" "$WORK/study.log"
 awk '/^### Ablation/ { on = 1 } /^### Per-class/ { on = 0 } on && NF' "$WORK/study.log"
 log "$(grep -E '^study .* wall time' "$WORK/study.log")"
 done_step "ray submit (study)"

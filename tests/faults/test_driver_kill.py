@@ -1,5 +1,5 @@
 """The driver (`experiments/ablation.py`) killed with SIGKILL mid-study, then the same command run again: no
-finished node runs again, the interrupted phase's Tune experiment is restored, the interrupted node resumes
+finished node runs again, the interrupted study's Tune experiment is restored, the interrupted node resumes
 from its checkpoint, and the tables equal those of an undisturbed study. The study ran with secrets in its
 environment; none of them reaches its folder. (The ``interrupted_study`` fixture runs the scenario.)"""
 
@@ -29,7 +29,7 @@ def test_rerun_after_a_killed_driver_runs_no_finished_node_again_and_completes(i
     assert rerun == [], f"finished nodes ran again: {rerun}"
     for nid in before:  # nothing of theirs was even started by the second command
         assert f"[{nid[:8]}]" not in k["second"]
-    assert f"[stage1] restoring the interrupted Tune experiment {study / 'phases'}/stage1-" in k["second"]
+    assert f"restoring the interrupted Tune experiment {study / 'tune'}/study-" in k["second"]
     resumed = re.findall(rf"\[{stage1[:8]}\] \[stage1\] resumed from step (\d+)", k["second"])
     assert resumed == [str(k["stage1_before_rerun"])]  # from the checkpoint the dead driver's worker left
     assert "nodes: 4 done, 0 running, 0 failed, 0 missing" in k["second"]

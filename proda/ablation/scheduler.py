@@ -1,0 +1,134 @@
+"""The study's DAG as one Tune experiment: a Tune searcher that hands out each node as its inputs finish.
+
+Tune pickles its searcher into the experiment folder (``tuner.pkl``) and saves its state with every
+experiment checkpoint (``save``/``restore``), so ``Tuner.restore`` of an interrupted study continues where
+the driver died. Which nodes are done or failed is read from the study folder (``done.json`` /
+``failed.json``, written by the nodes), never kept only in memory.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Callable
+
+from ray.tune.search import Searcher
+
+from proda.ablation.grid import Plan
+from proda.ablation.runner import _mark_failed, node_status
+
+_LOG: Callable[[str], None] = print  # the driver's log; module-level so the searcher stays picklable
+
+
+def set_log(log: Callable[[str], None]) -> None:
+    global _LOG
+    _LOG = log
+
+
+def critical_path(plan: Plan, cost: dict[str, float] | None = None) -> dict[str, float]:
+    """Each node's cost (default: its estimate) plus that of its longest chain of downstream nodes."""
+    down: dict[str, list[str]] = {i: [] for i in plan.nodes}
+    for n in plan.nodes.values():
+        for up in n.inputs.values():
+            down[up].append(n.id)
+    memo: dict[str, float] = {}
+
+    def cp(i: str) -> float:
+        if i not in memo:
+            memo[i] = (cost[i] if cost else plan.nodes[i].est_cost) + max((cp(d) for d in down[i]), default=0.0)
+        return memo[i]
+
+    return {i: cp(i) for i in plan.nodes}
+
+
+def trial_name(trial) -> str:
+    return f"{trial.config['phase']}_{trial.config['node_id'][:8]}"
+
+
+class NodeScheduler(Searcher):
+    """Tune searcher over the study's DAG: ``suggest`` returns a node whose inputs are all done (the one
+    with the longest estimated chain after it first), ``None`` while every waiting node still waits for a
+    running one, and ``FINISHED`` when none is left. A node whose input failed is marked failed (skipped)
+    instead of run. No barriers between phases: seed 0's pseudo labels start while seed 1 still warms up,
+    and the trial processes (reused, Train local mode) import torch once per slot, not once per phase."""
+
+    def __init__(self, plan: Plan, study_dir: Path, todo: list[str], base: dict):
+        super().__init__()
+        self.study_dir, self.base = study_dir, base
+        self.nodes = {i: {"phase": n.phase, "inputs": sorted(set(n.inputs.values())), "cost": n.est_cost}
+                      for i, n in plan.nodes.items()}
+        rank = critical_path(plan)
+        order = {p: k for k, p in enumerate(plan.phases)}
+        self.pending = sorted(todo, key=lambda i: (-rank[i], order[plan.nodes[i].phase], i))
+        self.running: dict[str, str] = {}  # trial id → node id
+        self.total = sum(n["cost"] for n in self.nodes.values())
+        self._t0: float | None = None
+        self._cost0 = 0.0
+
+    # -- the file system is the truth: done.json / failed.json written by the nodes themselves
+    def _status(self, i: str) -> str:
+        return node_status(self.study_dir, i)
+
+    def _done_cost(self) -> float:
+        return sum(n["cost"] for i, n in self.nodes.items() if self._status(i) == "done")
+
+    def _skip_blocked(self) -> None:
+        failed = True
+        while failed:  # a skipped node blocks its own downstream nodes in turn
+            failed = False
+            for i in list(self.pending):
+                if any(self._status(up) == "failed" for up in self.nodes[i]["inputs"]):
+                    _mark_failed(self.study_dir / "nodes" / i, "skipped: an upstream node failed",
+                                 self.nodes[i]["phase"])
+                    _LOG(f"[{self.nodes[i]['phase']}] {i[:8]} skipped: an upstream node failed")
+                    self.pending.remove(i)
+                    failed = True
+
+    def suggest(self, trial_id: str):
+        if self._t0 is None:
+            self._t0, self._cost0 = time.monotonic(), self._done_cost()
+        self._skip_blocked()
+        for i in self.pending:
+            if all(self._status(up) == "done" for up in self.nodes[i]["inputs"]):
+                self.pending.remove(i)
+                self.running[trial_id] = i
+                return {**self.base, "node_id": i, "phase": self.nodes[i]["phase"]}
+        if not self.pending:
+            return self.FINISHED
+        if not self.running:  # nothing runs that could unblock the rest (cannot happen with a valid plan)
+            for i in self.pending:
+                _mark_failed(self.study_dir / "nodes" / i, "an input never became available", self.nodes[i]["phase"])
+            self.pending = []
+            return self.FINISHED
+        return None
+
+    def on_trial_complete(self, trial_id: str, result=None, error: bool = False) -> None:
+        i = self.running.pop(trial_id, None)
+        if i is None:
+            return
+        phase = self.nodes[i]["phase"]
+        status = self._status(i)
+        if status not in ("done", "failed"):
+            _mark_failed(self.study_dir / "nodes" / i, "the node's trial ended without finishing (see its Tune log)",
+                         phase)
+            status = "failed"
+        self._skip_blocked()
+        done = self._done_cost()
+        elapsed = time.monotonic() - (self._t0 or time.monotonic())
+        rate = (done - self._cost0) / max(elapsed, 1e-9)
+        left = (self.total - done) / rate if rate > 0 else math.nan
+        _LOG(f"[{phase}] {i[:8]} {'finished' if status == 'done' else 'FAILED'}; "
+             f"{100 * done / self.total:.0f}% of the estimated work done"
+             + (f", about {left / 60:.1f} min left" if math.isfinite(left) and left > 0 else ""))
+
+    def save(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path, "w") as f:
+            json.dump({"pending": self.pending, "running": self.running}, f)
+
+    def restore(self, checkpoint_path: str) -> None:
+        with open(checkpoint_path) as f:
+            d = json.load(f)
+        self.pending, self.running = list(d["pending"]), dict(d["running"])
+        self._t0 = None

@@ -1,0 +1,164 @@
+"""The study's Tune searcher, driven by hand (no Ray started): a node is handed out only once its inputs are
+done, no phase waits for another phase to end, a failed input skips its branch, and the state survives
+pickling (Tune stores the searcher in the experiment folder) and save/restore (Tune's experiment checkpoints).
+"""
+
+import json
+import pickle
+
+import pytest
+
+from proda.ablation.grid import SMOKE_SPEC, expand
+from proda.ablation.runner import node_status
+from proda.ablation.scheduler import NodeScheduler, critical_path, set_log
+
+FINISHED = NodeScheduler.FINISHED
+
+
+@pytest.fixture
+def plan():
+    return expand(SMOKE_SPEC)  # 2 seeds × (source-only, adversarial) warm-up → pseudo0 → stage1 → … → distill2
+
+
+@pytest.fixture
+def said():
+    lines = []
+    set_log(lines.append)
+    yield lines
+    set_log(print)
+
+
+def finish(study, node_id, ok=True):
+    d = study / "nodes" / node_id
+    d.mkdir(parents=True, exist_ok=True)
+    (d / ("done.json" if ok else "failed.json")).write_text(json.dumps({"error": "boom"}))
+
+
+def test_critical_path_puts_the_long_chains_first(plan):
+    cp = critical_path(plan)
+    warmups = plan.nodes_in_phase("warmup")
+    chained = [n.id for n in warmups if any(n.id in m.inputs.values() for m in plan.nodes.values())]
+    alone = [n.id for n in warmups if n.id not in chained]
+    assert len(chained) == 2 and len(alone) == 2  # the source-only warm-ups are rows' final nodes
+    assert min(cp[i] for i in chained) > max(cp[i] for i in alone)
+    last = plan.nodes_in_phase("distill2")
+    assert all(cp[n.id] == n.est_cost for n in last)
+    assert cp[chained[0]] == pytest.approx(sum(n.est_cost for n in plan.nodes.values()
+                                               if n.seed == plan.nodes[chained[0]].seed and n.id not in alone))
+
+
+def test_nodes_are_handed_out_as_their_inputs_finish_without_phase_barriers(plan, tmp_path, said):
+    s = NodeScheduler(plan, tmp_path, list(plan.nodes), {"study_dir": str(tmp_path)})
+    first = [s.suggest(f"t{k}") for k in range(4)]
+    assert [c["phase"] for c in first] == ["warmup"] * 4  # only warm-ups have no inputs
+    assert s.suggest("t4") is None  # the rest waits for a running node
+    by_trial = {f"t{k}": c["node_id"] for k, c in enumerate(first)}
+    assert {c["node_id"] for c in first} == {n.id for n in plan.nodes_in_phase("warmup")}
+    assert all(c["study_dir"] == str(tmp_path) for c in first)
+
+    # one seed's adversarial warm-up ends while the three others still run: its pseudo labels start now
+    adv0 = next(t for t, i in by_trial.items() if plan.nodes[i].seed == 0 and plan.nodes[i].kind == "warmup"
+                and any(i in m.inputs.values() for m in plan.nodes.values()))
+    finish(tmp_path, by_trial[adv0])
+    s.on_trial_complete(adv0)
+    nxt = s.suggest("t5")
+    assert nxt["phase"] == "pseudo0" and plan.nodes[nxt["node_id"]].seed == 0
+    assert s.suggest("t6") is None
+    assert said and said[-1].startswith(f"[warmup] {by_trial[adv0][:8]} finished; ")
+
+    # run the rest to the end, finishing the oldest running node each time
+    events = [("end", by_trial[adv0])] + [("start", i) for i in running_ids(by_trial, adv0, nxt)]
+    running = {t: i for t, i in by_trial.items() if t != adv0} | {"t5": nxt["node_id"]}
+    k = 7
+    while running:
+        tid = next(iter(running))
+        finish(tmp_path, running[tid])
+        s.on_trial_complete(tid)
+        events.append(("end", running.pop(tid)))
+        while isinstance(c := s.suggest(f"t{k}"), dict):
+            running[f"t{k}"] = c["node_id"]
+            events.append(("start", c["node_id"]))
+            k += 1
+    assert c == FINISHED and all(node_status(tmp_path, i) == "done" for i in plan.nodes)
+    for i, n in plan.nodes.items():  # every node was handed out after all of its inputs had finished
+        for up in n.inputs.values():
+            assert events.index(("end", up)) < events.index(("start", i))
+
+
+def running_ids(by_trial, done_trial, nxt):
+    return [i for t, i in by_trial.items() if t != done_trial] + [nxt["node_id"]]
+
+
+def test_a_failed_input_skips_its_branch_and_the_rest_finishes(plan, tmp_path, said):
+    s = NodeScheduler(plan, tmp_path, list(plan.nodes), {})
+    warm = {f"t{k}": s.suggest(f"t{k}")["node_id"] for k in range(4)}
+    chained = [t for t, i in warm.items() if any(i in m.inputs.values() for m in plan.nodes.values())]
+    bad, good = chained
+    finish(tmp_path, warm[bad], ok=False)
+    s.on_trial_complete(bad, error=True)
+    branch = [n.id for n in plan.nodes.values() if n.seed == plan.nodes[warm[bad]].seed and n.phase != "warmup"]
+    assert len(branch) == 6
+    for i in branch:
+        assert json.loads((tmp_path / "nodes" / i / "failed.json").read_text())["error"] == \
+            "skipped: an upstream node failed"
+    assert any("skipped" in line for line in said) and any(" FAILED; " in line for line in said)
+    # the other seed still runs to the end
+    for t in [good] + [t for t in warm if t not in chained]:
+        finish(tmp_path, warm[t])
+        s.on_trial_complete(t)
+    k = 10
+    while (c := s.suggest(f"t{k}")) != FINISHED:
+        assert c is not None and plan.nodes[c["node_id"]].seed != plan.nodes[warm[bad]].seed
+        finish(tmp_path, c["node_id"])
+        s.on_trial_complete(f"t{k}")
+        k += 1
+    assert sum(node_status(tmp_path, i) == "done" for i in plan.nodes) == len(plan.nodes) - 7
+
+
+def test_a_trial_that_ends_without_its_node_marks_the_node_failed(plan, tmp_path, said):
+    s = NodeScheduler(plan, tmp_path, list(plan.nodes), {})
+    c = s.suggest("t0")
+    s.on_trial_complete("t0", error=True)
+    assert node_status(tmp_path, c["node_id"]) == "failed"
+    assert "ended without finishing" in (tmp_path / "nodes" / c["node_id"] / "failed.json").read_text()
+
+
+def test_pickled_and_restored_state_continues_where_it_stopped(plan, tmp_path, said):
+    todo = [i for i in plan.nodes]
+    s = NodeScheduler(plan, tmp_path, todo, {"x": 1})
+    a, b = s.suggest("t0"), s.suggest("t1")
+    s.save(str(tmp_path / "state.json"))
+    # as Tune restores it: the searcher pickled at the start (tuner.pkl), then its saved state
+    fresh = pickle.loads(pickle.dumps(NodeScheduler(plan, tmp_path, todo, {"x": 1})))
+    fresh.restore(str(tmp_path / "state.json"))
+    assert fresh.running == {"t0": a["node_id"], "t1": b["node_id"]}
+    handed = {fresh.suggest("t2")["node_id"], fresh.suggest("t3")["node_id"]}
+    assert not handed & {a["node_id"], b["node_id"]} and len(handed) == 2
+    finish(tmp_path, a["node_id"])
+    fresh.on_trial_complete("t0")
+    assert fresh.running.keys() == {"t1", "t2", "t3"}
+
+
+def test_only_an_interrupted_experiment_of_the_same_plan_and_folder_is_restored(plan, tmp_path):
+    from dataclasses import replace
+
+    from proda.ablation.grid import expand
+    from proda.ablation.runner import _digest, interrupted_experiment
+
+    exp = tmp_path / "tune" / "study-x"
+    exp.mkdir(parents=True)
+    marker = tmp_path / "tune" / "running.json"
+    assert interrupted_experiment(plan, tmp_path) is None  # no marker: the last experiment ended
+    marker.write_text(json.dumps({"name": "study-x", "plan": _digest(sorted(plan.nodes)),
+                                  "study_dir": str(tmp_path)}))
+    assert interrupted_experiment(plan, tmp_path) is None  # Tune never saved its state there
+    (exp / "tuner.pkl").write_bytes(b"state")
+    assert interrupted_experiment(plan, tmp_path) == exp
+    more_seeds = expand(replace(SMOKE_SPEC, seeds=(0, 1, 2)))
+    assert interrupted_experiment(more_seeds, tmp_path) is None  # its searcher would not know the new nodes
+    moved = tmp_path / "elsewhere"
+    (moved / "tune").mkdir(parents=True)
+    (moved / "tune" / "running.json").write_text(marker.read_text())
+    assert interrupted_experiment(plan, moved) is None  # a copied folder: its configs name the old path
+    marker.write_text("{not json")
+    assert interrupted_experiment(plan, tmp_path) is None
