@@ -61,3 +61,29 @@ def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cac
     assert table.returncode == 0 and "variant" in table.stdout and "proda" in table.stdout
     plan = json.loads((study / "plan.json").read_text())
     assert len(plan["nodes"]) == 16
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_a_node_runs_as_a_two_rank_ddp_worker_group(tmp_path, synthetic_cache):
+    """`--workers-per-trial 2`: the node's trial launches a TorchTrainer worker group (Train V2) of two ranks
+    whose reports reach Tune through TuneReportCallback; the node finishes and the table has its row."""
+    import yaml
+    from ray.tune import ExperimentAnalysis
+
+    env = {**os.environ, "PRODA_CACHE": synthetic_cache, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1",
+           "RAY_DEDUP_LOGS": "0"}
+    grid = tmp_path / "ddp.yaml"
+    grid.write_text(yaml.safe_dump({"name": "ddp", "preset": "smoke", "variants": ["source-only"], "seeds": [0],
+                                    "overrides": {"data.synthetic_scale": 0.05, "data.batch_size": 4,
+                                                  "eval.max_images": 8, "eval.batch_size": 8, "warmup.steps": 4}}))
+    run = _run(["experiments/ablation.py", "--grid", str(grid), "--storage", str(tmp_path), "--workers-per-trial",
+                "2"], env, timeout=600)
+    out = run.stdout
+    assert run.returncode == 0, out[-3000:] + run.stderr[-3000:]
+    assert "2 worker(s) each, as a DDP worker group" in out
+    assert "world_size=2" in out + run.stderr  # Train set up a two-rank process group
+    assert "nodes: 1 done, 0 running, 0 failed, 0 missing" in out and "| source-only" in out
+    (exp,) = (tmp_path / "ddp" / "tune").glob("study-*")
+    (trial,) = ExperimentAnalysis(str(exp)).trials
+    assert trial.last_result.get("done") == 1 and 0 <= trial.last_result["miou"] <= 100
