@@ -67,8 +67,8 @@ def test_nodes_are_handed_out_as_their_inputs_finish_without_phase_barriers(plan
     assert said and said[-1].startswith(f"[warmup] {by_trial[adv0][:8]} finished; ")
 
     # run the rest to the end, finishing the oldest running node each time
-    events = [("end", by_trial[adv0])] + [("start", i) for i in running_ids(by_trial, adv0, nxt)]
     running = {t: i for t, i in by_trial.items() if t != adv0} | {"t5": nxt["node_id"]}
+    events = [("end", by_trial[adv0])] + [("start", i) for i in running.values()]
     k = 7
     while running:
         tid = next(iter(running))
@@ -83,10 +83,6 @@ def test_nodes_are_handed_out_as_their_inputs_finish_without_phase_barriers(plan
     for i, n in plan.nodes.items():  # every node was handed out after all of its inputs had finished
         for up in n.inputs.values():
             assert events.index(("end", up)) < events.index(("start", i))
-
-
-def running_ids(by_trial, done_trial, nxt):
-    return [i for t, i in by_trial.items() if t != done_trial] + [nxt["node_id"]]
 
 
 def test_a_failed_input_skips_its_branch_and_the_rest_finishes(plan, tmp_path, said):

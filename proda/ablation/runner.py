@@ -74,6 +74,10 @@ def _train_worker(config: dict) -> None:
     report(_flat({**res, "node_id": node["id"], "done": 1}))
 
 
+SKIPPED = "skipped: an upstream node failed"
+UNFINISHED = "the node's trial ended without finishing (see its Tune log)"
+
+
 def _mark_failed(node_dir: Path, error: str, phase: str) -> None:
     node_dir.mkdir(parents=True, exist_ok=True)
     atomic_write(node_dir / "failed.json", lambda f: f.write(json.dumps({"error": error, "phase": phase}).encode()))
@@ -214,14 +218,17 @@ def interrupted_experiment(plan: Plan, study_dir: Path) -> Path | None:
     nodes, so a new experiment runs the unfinished ones, each from its own checkpoint."""
     from ray import tune
 
-    marker = study_dir / "tune" / "running.json"
     try:
-        m = json.loads(marker.read_text())
+        m = json.loads((study_dir / "tune" / "running.json").read_text())
         path = study_dir / "tune" / m["name"]
-        same = m["plan"] == _digest(sorted(plan.nodes)) and m["study_dir"] == str(study_dir)
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return path if same and tune.Tuner.can_restore(str(path)) else None
+    return path if m == _running_marker(plan, study_dir, m["name"]) and tune.Tuner.can_restore(str(path)) else None
+
+
+def _running_marker(plan: Plan, study_dir: Path, name: str) -> dict:
+    """What ``tune/running.json`` holds while experiment ``name`` runs ``plan`` in ``study_dir``."""
+    return {"name": name, "plan": _digest(sorted(plan.nodes)), "study_dir": str(study_dir)}
 
 
 def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures: int,
@@ -252,14 +259,13 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
             log(f"could not restore {path} ({type(e).__name__}: {e}); a new Tune experiment runs the unfinished "
                 f"nodes instead, each resuming from its own checkpoint")
     if tuner is None:
-        name = f"study-{_digest(sorted(todo))}"
+        name = stem = f"study-{_digest(sorted(todo))}"
         k = 1
         while (exp_dir / name).exists():  # a later run of the same nodes (e.g. retrying failed ones)
             k += 1
-            name = f"study-{_digest(sorted(todo))}-{k}"
+            name = f"{stem}-{k}"
         exp_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(marker, lambda f: f.write(json.dumps(
-            {"name": name, "plan": _digest(sorted(plan.nodes)), "study_dir": str(study_dir)}).encode()))
+        atomic_write(marker, lambda f: f.write(json.dumps(_running_marker(plan, study_dir, name)).encode()))
         base = {"study_dir": str(study_dir), "scaling": sc, "max_failures": max_failures}
         tuner = tune.Tuner(
             trainable,
@@ -275,8 +281,7 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
     marker.unlink(missing_ok=True)
     for i in todo:  # e.g. a trial the restored experiment had finished before the kill, without its node
         if node_status(study_dir, i) not in ("done", "failed"):
-            _mark_failed(study_dir / "nodes" / i, "the node's trial ended without finishing (see its Tune log)",
-                         plan.nodes[i].phase)
+            _mark_failed(study_dir / "nodes" / i, UNFINISHED, plan.nodes[i].phase)
 
 
 def _digest(ids: list[str]) -> str:
@@ -306,9 +311,8 @@ def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, 
     check_inputs(plan)
     probe_storage(study_dir)
     atomic_write(study_dir / "plan.json", lambda f: f.write(plan.to_json().encode()))
-    total = sum(n.est_cost for n in plan.nodes.values())
     done_cost = sum(n.est_cost for n in plan.nodes.values() if node_status(study_dir, n.id) == "done")
-    if done_cost >= total:
+    if done_cost >= plan.cost:
         log("every node of this study is already finished: nothing to run")
         return study_dir
     connect(address)
@@ -339,7 +343,7 @@ def run_study_local(plan: Plan, study_dir: str | Path, log: Callable[[str], None
                 continue
             node_dir = study_dir / "nodes" / node.id
             if any(node_status(study_dir, up) != "done" for up in node.inputs.values()):
-                _mark_failed(node_dir, "skipped: an upstream node failed", phase)
+                _mark_failed(node_dir, SKIPPED, phase)
                 continue
             spec = NodeSpec(node.kind, node.name, {r: r for r in node.inputs})
             try:

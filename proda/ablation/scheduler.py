@@ -17,7 +17,7 @@ from typing import Callable
 from ray.tune.search import Searcher
 
 from proda.ablation.grid import Plan
-from proda.ablation.runner import _mark_failed, node_status
+from proda.ablation.runner import SKIPPED, UNFINISHED, _mark_failed, node_status
 
 _LOG: Callable[[str], None] = print  # the driver's log; module-level so the searcher stays picklable
 
@@ -56,14 +56,11 @@ class NodeScheduler(Searcher):
 
     def __init__(self, plan: Plan, study_dir: Path, todo: list[str], base: dict):
         super().__init__()
-        self.study_dir, self.base = study_dir, base
-        self.nodes = {i: {"phase": n.phase, "inputs": sorted(set(n.inputs.values())), "cost": n.est_cost}
-                      for i, n in plan.nodes.items()}
+        self.plan, self.study_dir, self.base = plan, study_dir, base
         rank = critical_path(plan)
         order = {p: k for k, p in enumerate(plan.phases)}
         self.pending = sorted(todo, key=lambda i: (-rank[i], order[plan.nodes[i].phase], i))
         self.running: dict[str, str] = {}  # trial id → node id
-        self.total = sum(n["cost"] for n in self.nodes.values())
         self._t0: float | None = None
         self._cost0 = 0.0
 
@@ -72,17 +69,20 @@ class NodeScheduler(Searcher):
         return node_status(self.study_dir, i)
 
     def _done_cost(self) -> float:
-        return sum(n["cost"] for i, n in self.nodes.items() if self._status(i) == "done")
+        return sum(n.est_cost for i, n in self.plan.nodes.items() if self._status(i) == "done")
+
+    def _inputs(self, i: str):
+        return self.plan.nodes[i].inputs.values()
 
     def _skip_blocked(self) -> None:
         failed = True
         while failed:  # a skipped node blocks its own downstream nodes in turn
             failed = False
             for i in list(self.pending):
-                if any(self._status(up) == "failed" for up in self.nodes[i]["inputs"]):
-                    _mark_failed(self.study_dir / "nodes" / i, "skipped: an upstream node failed",
-                                 self.nodes[i]["phase"])
-                    _LOG(f"[{self.nodes[i]['phase']}] {i[:8]} skipped: an upstream node failed")
+                if any(self._status(up) == "failed" for up in self._inputs(i)):
+                    phase = self.plan.nodes[i].phase
+                    _mark_failed(self.study_dir / "nodes" / i, SKIPPED, phase)
+                    _LOG(f"[{phase}] {i[:8]} {SKIPPED}")
                     self.pending.remove(i)
                     failed = True
 
@@ -91,15 +91,15 @@ class NodeScheduler(Searcher):
             self._t0, self._cost0 = time.monotonic(), self._done_cost()
         self._skip_blocked()
         for i in self.pending:
-            if all(self._status(up) == "done" for up in self.nodes[i]["inputs"]):
+            if all(self._status(up) == "done" for up in self._inputs(i)):
                 self.pending.remove(i)
                 self.running[trial_id] = i
-                return {**self.base, "node_id": i, "phase": self.nodes[i]["phase"]}
+                return {**self.base, "node_id": i, "phase": self.plan.nodes[i].phase}
         if not self.pending:
             return self.FINISHED
         if not self.running:  # nothing runs that could unblock the rest (cannot happen with a valid plan)
             for i in self.pending:
-                _mark_failed(self.study_dir / "nodes" / i, "an input never became available", self.nodes[i]["phase"])
+                _mark_failed(self.study_dir / "nodes" / i, "an input never became available", self.plan.nodes[i].phase)
             self.pending = []
             return self.FINISHED
         return None
@@ -108,19 +108,18 @@ class NodeScheduler(Searcher):
         i = self.running.pop(trial_id, None)
         if i is None:
             return
-        phase = self.nodes[i]["phase"]
+        phase = self.plan.nodes[i].phase
         status = self._status(i)
         if status not in ("done", "failed"):
-            _mark_failed(self.study_dir / "nodes" / i, "the node's trial ended without finishing (see its Tune log)",
-                         phase)
+            _mark_failed(self.study_dir / "nodes" / i, UNFINISHED, phase)
             status = "failed"
         self._skip_blocked()
         done = self._done_cost()
         elapsed = time.monotonic() - (self._t0 or time.monotonic())
         rate = (done - self._cost0) / max(elapsed, 1e-9)
-        left = (self.total - done) / rate if rate > 0 else math.nan
+        left = (self.plan.cost - done) / rate if rate > 0 else math.nan
         _LOG(f"[{phase}] {i[:8]} {'finished' if status == 'done' else 'FAILED'}; "
-             f"{100 * done / self.total:.0f}% of the estimated work done"
+             f"{100 * done / self.plan.cost:.0f}% of the estimated work done"
              + (f", about {left / 60:.1f} min left" if math.isfinite(left) and left > 0 else ""))
 
     def save(self, checkpoint_path: str) -> None:
