@@ -11,14 +11,11 @@ Symbols follow the paper (DESIGN.md decision 4): ``proto_momentum`` is λ in η 
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
 import hashlib
 import json
 import math
-import types
-import typing
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -96,9 +93,11 @@ class ModelConfig:
     squeeze_excite: bool = True  # the official head's SE block before the bottleneck
     width: int = 32  # small backbone only
     output_stride: int = 4  # small backbone only
+    init: str | None = None  # "ssl": every warm-up's backbone starts from the seed's ssl node (head fresh)
 
     def __post_init__(self):
         p = "model"
+        _check(self.init in (None, "ssl"), f"{p}.init", self.init, "must be null or 'ssl'")
         _choice(f"{p}.backbone", self.backbone, ("resnet18", "resnet34", "resnet50", "resnet101", "small"))
         _in(f"{p}.feat_channels", self.feat_channels, 8, 4096)
         _check(self.feat_channels % min(32, self.feat_channels) == 0, f"{p}.feat_channels", self.feat_channels,
@@ -139,6 +138,8 @@ class WarmupConfig:
     adv_weight: float = 0.01
     disc_lr: float = 1e-4
     disc_channels: int = 64  # ndf of the discriminator: ndf, 2ndf, 4ndf, 8ndf channels (AdaptSegNet: 64)
+    # the control row: the warm-up continued for stage1.steps steps with a fresh stage-1 optimiser (node warmup+)
+    extend: bool = False
 
     def __post_init__(self):
         p = "warmup"
@@ -208,8 +209,8 @@ class DistillConfig:
     steps: int = 30000
     lr: float = 6e-4
     beta: float = 1.0  # weight of KL(p_t ‖ p_t†)
-    # a local self-supervised backbone checkpoint; "teacher": the teacher's weights; None: model.pretrained
-    # (ImageNet) when set, else the teacher's weights
+    # "ssl": the seed's ssl node (SimCLR on the benchmark's unlabelled images); a local self-supervised backbone
+    # checkpoint; "teacher": the teacher's weights; None: model.pretrained (ImageNet) when set, else the teacher's
     student_init: str | None = None
 
     def __post_init__(self):
@@ -217,6 +218,36 @@ class DistillConfig:
         _in("distill.steps", self.steps, 1, None)
         _in("distill.lr", self.lr, 0.0, 10.0, lo_open=True)
         _in("distill.beta", self.beta, 0.0, 1000.0)
+
+
+@dataclass(frozen=True)
+class SSLConfig:
+    """The ``ssl`` node: SimCLR pretraining of the backbone on unlabelled source + target train images."""
+
+    steps: int = 2000
+    lr: float = 1e-3  # Adam, poly schedule
+    weight_decay: float = 1e-6
+    batch_size: int = 64  # images per step (half from each domain), two views each
+    temperature: float = 0.2  # t of NT-Xent
+    proj_dim: int = 64  # output of the projection MLP g
+    hidden_dim: int = 256  # its hidden layer
+    crop_scale: tuple[float, float] = (0.2, 1.0)  # area fraction of the random resized crop
+    view_size: tuple[int, int] | None = None  # (h, w) of each view; None: data.crop
+
+    def __post_init__(self):
+        p = "ssl"
+        if self.view_size is not None:
+            _check(len(self.view_size) == 2 and all(x >= 8 for x in self.view_size), f"{p}.view_size",
+                   self.view_size, "must be (height, width), each >= 8, or null")
+        _in(f"{p}.steps", self.steps, 1, None)
+        _in(f"{p}.lr", self.lr, 0.0, 10.0, lo_open=True)
+        _in(f"{p}.weight_decay", self.weight_decay, 0.0, 1.0)
+        _in(f"{p}.batch_size", self.batch_size, 2, None)
+        _in(f"{p}.temperature", self.temperature, 0.0, 100.0, lo_open=True)
+        _in(f"{p}.proj_dim", self.proj_dim, 1, 8192)
+        _in(f"{p}.hidden_dim", self.hidden_dim, 1, 8192)
+        lo, hi = self.crop_scale
+        _check(0 < lo <= hi <= 1, f"{p}.crop_scale", self.crop_scale, "must be (lo, hi) with 0 < lo <= hi <= 1")
 
 
 @dataclass(frozen=True)
@@ -246,6 +277,7 @@ class Config:
     pseudo: PseudoConfig = field(default_factory=PseudoConfig)
     stage1: Stage1Config = field(default_factory=Stage1Config)
     distill: DistillConfig = field(default_factory=DistillConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
 
     def __post_init__(self):
@@ -256,11 +288,15 @@ class Config:
 
     # -- conversions -------------------------------------------------------------------------
     def to_dict(self) -> dict:
-        return _to_plain(self)
+        from proda.config_plain import to_plain  # noqa: PLC0415 - it imports ConfigError from here
+
+        return to_plain(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "Config":
-        return _from_plain(cls, d, "")
+        from proda.config_plain import from_plain  # noqa: PLC0415
+
+        return from_plain(cls, d, "")
 
     def to_yaml(self) -> str:
         import yaml
@@ -319,72 +355,3 @@ def field_paths(d: dict | None = None, prefix: str = "") -> list[str]:
 def _did_you_mean(key: str, d: dict) -> str:
     close = difflib.get_close_matches(key, field_paths(d), n=1, cutoff=0.6)
     return f" (did you mean '{close[0]}'?)" if close else ""
-
-
-def _to_plain(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj):
-        return {f.name: _to_plain(getattr(obj, f.name)) for f in fields(obj)}
-    if isinstance(obj, tuple):
-        return [_to_plain(x) for x in obj]
-    return obj
-
-
-def _from_plain(cls: type, d: Any, prefix: str) -> Any:
-    name = prefix.rstrip(".") or "config"
-    if dataclasses.is_dataclass(d) and isinstance(d, cls):
-        return d
-    if not isinstance(d, dict):
-        raise ConfigError(f"{name}={d!r}: expected a mapping")
-    hints = typing.get_type_hints(cls)
-    known = {f.name for f in fields(cls)}
-    for key in d:
-        if key not in known:
-            full = f"{prefix}{key}"
-            close = difflib.get_close_matches(str(key), sorted(known), n=1, cutoff=0.6)
-            hint = f" (did you mean '{prefix}{close[0]}'?)" if close else f" (known: {', '.join(sorted(known))})"
-            raise ConfigError(f"unknown config field '{full}'{hint}")
-    kwargs = {k: _coerce(hints[k], v, f"{prefix}{k}") for k, v in d.items()}
-    return cls(**kwargs)
-
-
-def _coerce(tp: Any, v: Any, path: str) -> Any:
-    origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
-    if dataclasses.is_dataclass(tp):
-        return _from_plain(tp, v, path + ".")
-    if origin in (typing.Union, types.UnionType):
-        if v is None and type(None) in args:
-            return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(inner[0], v, path)
-    if origin is tuple:
-        if not isinstance(v, (list, tuple)):
-            raise ConfigError(f"{path}={v!r}: expected a list")
-        elem = args[0]
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_coerce(elem, x, path) for x in v)
-        if len(v) != len(args):
-            raise ConfigError(f"{path}={v!r}: expected a list of {len(args)} values")
-        return tuple(_coerce(a, x, path) for a, x in zip(args, v))
-    if tp is bool:
-        if not isinstance(v, bool):
-            raise ConfigError(f"{path}={v!r}: expected true or false")
-        return v
-    if tp is int:
-        if isinstance(v, bool) or not isinstance(v, int):
-            raise ConfigError(f"{path}={v!r}: expected an integer")
-        return v
-    if tp is float:
-        if isinstance(v, str):  # YAML 1.1 reads '2.5e-4' (no dot) as a string
-            try:
-                v = float(v)
-            except ValueError:
-                pass
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ConfigError(f"{path}={v!r}: expected a number")
-        return float(v)
-    if tp is str:
-        if not isinstance(v, str):
-            raise ConfigError(f"{path}={v!r}: expected a string")
-        return v
-    return v
