@@ -1,9 +1,12 @@
 """The chain of stage nodes of one variant, and what identifies each node (torch-free).
 
-A variant's chain is derived from its config: ``warmup`` → (``pseudo0`` → ``stage1``) → (``pseudoR`` →
-``distillR``) × rounds. A node is identified by its kind, the seed, the config sections its result
-depends on (:data:`NODE_SECTIONS`, less :data:`NOT_IDENTITY`) and its upstream nodes' ids — so identical
-prefixes of different variants are the same node.
+A variant's chain is derived from its config: (``ssl``) → ``warmup`` → (``warmup+``) → (``pseudo0`` →
+``stage1``) → (``pseudoR`` → ``distillR``) × rounds. ``ssl`` (self-supervised backbone weights) is there
+when a warm-up (``model.init="ssl"``) or a distillation student (``distill.student_init="ssl"``) starts
+from it; ``warmup+`` (the control row, ``warmup.extend``) continues the warm-up for ``stage1.steps``. A
+node is identified by its kind, the seed, the config sections its result depends on
+(:data:`NODE_SECTIONS`, less :data:`NOT_IDENTITY`) and its upstream nodes' ids — so identical prefixes
+of different variants are the same node.
 """
 
 from __future__ import annotations
@@ -14,32 +17,49 @@ from proda.config import Config, stable_hash
 
 # config sections (besides the seed) that determine each node kind's result
 NODE_SECTIONS = {
+    "ssl": ("data", "model", "ssl"),
     "warmup": ("data", "model", "optim", "warmup", "eval"),
+    "extend": ("data", "model", "optim", "warmup", "stage1", "eval"),
     "pseudo": ("pseudo",),
     "stage1": ("data", "model", "optim", "pseudo", "stage1", "eval"),
     "distill": ("data", "model", "optim", "pseudo", "distill", "eval"),
 }
-# fields inside those sections that do not change the node itself (only how many follow it)
-NOT_IDENTITY = {"distill": ("rounds",)}
+# fields inside those sections that do not change the node itself: how many nodes follow it (rounds, extend),
+# or which upstream node it starts from (model.init: that shows as the node's "ssl" input), so no node's id
+# depends on them — the ssl node's id not on model.init, and a warm-up's id not on whether warmup+ follows
+NOT_IDENTITY = {"distill": ("rounds",), "warmup": ("extend",), "model": ("init",)}
+# the order of the chain positions (phases): ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, ...
+_FIXED_PHASES = {"ssl": 0, "warmup": 1, "warmup+": 2, "pseudo0": 3, "stage1": 4}
+CITYSCAPES_TRAIN_IMAGES = 2975
 
 
 @dataclass(frozen=True)
 class NodeSpec:
-    kind: str  # warmup | pseudo | stage1 | distill
-    name: str  # unique within a chain: warmup, pseudo0, stage1, pseudo1, distill1, ...
-    inputs: dict[str, str] = field(default_factory=dict)  # role → upstream node name (model, pseudo, teacher)
+    kind: str  # ssl | warmup | extend | pseudo | stage1 | distill
+    name: str  # unique within a chain: ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, ...
+    inputs: dict[str, str] = field(default_factory=dict)  # role → upstream node name (model, pseudo, teacher, ssl)
+
+
+def uses_ssl(cfg: Config) -> bool:
+    return cfg.model.init == "ssl" or (cfg.distill.rounds > 0 and cfg.distill.student_init == "ssl")
 
 
 def chain(cfg: Config) -> list[NodeSpec]:
-    nodes = [NodeSpec("warmup", "warmup")]
+    ssl = {"ssl": "ssl"} if uses_ssl(cfg) else {}
+    nodes = [NodeSpec("ssl", "ssl")] if ssl else []
+    nodes.append(NodeSpec("warmup", "warmup", ssl if cfg.model.init == "ssl" else {}))
     prev = "warmup"
+    if cfg.warmup.extend:
+        nodes.append(NodeSpec("extend", "warmup+", {"model": prev}))
+        prev = "warmup+"
     if cfg.stage1.st:
         nodes += [NodeSpec("pseudo", "pseudo0", {"model": prev}),
                   NodeSpec("stage1", "stage1", {"model": prev, "pseudo": "pseudo0"})]
         prev = "stage1"
     for r in range(1, cfg.distill.rounds + 1):
         nodes += [NodeSpec("pseudo", f"pseudo{r}", {"model": prev}),
-                  NodeSpec("distill", f"distill{r}", {"teacher": prev, "pseudo": f"pseudo{r}"})]
+                  NodeSpec("distill", f"distill{r}", {"teacher": prev, "pseudo": f"pseudo{r}",
+                                                      **(ssl if cfg.distill.student_init == "ssl" else {})})]
         prev = f"distill{r}"
     return nodes
 
@@ -58,3 +78,27 @@ def node_identity(kind: str, config: dict, seed: int, input_ids: dict[str, str])
 def node_id(kind: str, config: Config | dict, seed: int, input_ids: dict[str, str]) -> str:
     d = config.to_dict() if isinstance(config, Config) else config
     return stable_hash(node_identity(kind, d, seed, input_ids), 16)
+
+
+def phase_position(name: str) -> int:
+    """The position of a node name in any chain (its phase): ssl < warmup < warmup+ < pseudo0 < stage1 < ..."""
+    if name in _FIXED_PHASES:
+        return _FIXED_PHASES[name]
+    for prefix, off in (("pseudo", 3), ("distill", 4)):
+        if name.startswith(prefix) and name[len(prefix):].isdigit():
+            return 2 * int(name[len(prefix):]) + off
+    raise ValueError(f"unknown phase '{name}'")
+
+
+def est_cost(kind: str, cfg: Config) -> float:
+    """Compute units: optimiser steps × batch (ssl: × 2 views); pseudo labels: target-train images × (2 if flip) / 8."""
+    if kind == "pseudo":
+        from proda.data.synthetic import SyntheticSpec  # noqa: PLC0415
+
+        n = CITYSCAPES_TRAIN_IMAGES if cfg.data.target == "cityscapes" else SyntheticSpec().n_target_train
+        return n * (2 if cfg.pseudo.flip else 1) / 8
+    if kind == "ssl":
+        return float(cfg.ssl.steps * cfg.ssl.batch_size * 2)
+    steps = {"warmup": cfg.warmup.steps, "extend": cfg.stage1.steps, "stage1": cfg.stage1.steps,
+             "distill": cfg.distill.steps}[kind]
+    return float(steps * cfg.data.batch_size)

@@ -4,7 +4,8 @@ Presets: ``paper-gta5`` / ``paper-synthia`` (the paper's crop, batch, learning r
 counts), ``synthetic`` (the embedded benchmark sized for 2 CPU cores) and ``smoke`` (the embedded
 benchmark, a whole variant chain in about a minute, for tests).
 
-Variants follow the paper's Table 3 rows: source-only < warm-up < ST < +SCE < PD < PD+SL < +KD.
+Variants follow the paper's Table 3 rows: source-only < warm-up < ST < +SCE < PD < PD+SL < +KD, plus the
+control row ``warmup+`` (the warm-up continued for as many steps as stage 1).
 """
 
 from __future__ import annotations
@@ -12,11 +13,14 @@ from __future__ import annotations
 from proda.config import Config, ConfigError
 
 # -- variants: dotted overrides that set every switch explicitly ----------------------------------
-_OFF = {"stage1.st": False, "stage1.sce": False, "stage1.pd": False, "stage1.sl": False, "stage1.reg": False,
+_OFF = {"warmup.extend": False, "stage1.st": False, "stage1.sce": False, "stage1.pd": False, "stage1.sl": False, "stage1.reg": False,
         "distill.rounds": 0}
 VARIANTS: dict[str, dict] = {
     "source-only": {**_OFF, "warmup.kind": "source"},
     "warmup": {**_OFF, "warmup.kind": "adversarial"},
+    # the control row: the warm-up continued for stage1.steps with a fresh stage-1 optimiser — more training,
+    # no ProDA component, so each component's gain can be read against it
+    "warmup+": {**_OFF, "warmup.kind": "adversarial", "warmup.extend": True},
     "st": {**_OFF, "warmup.kind": "adversarial", "stage1.st": True},
     "st+sce": {**_OFF, "warmup.kind": "adversarial", "stage1.st": True, "stage1.sce": True},
     "pd": {**_OFF, "warmup.kind": "adversarial", "stage1.st": True, "stage1.sce": True, "stage1.pd": True},
@@ -27,7 +31,7 @@ VARIANTS: dict[str, dict] = {
 }
 # component names usable in ablation specs, and the config switch each one sets
 COMPONENTS = {"st": "stage1.st", "sce": "stage1.sce", "pd": "stage1.pd", "sl": "stage1.sl", "reg": "stage1.reg",
-              "kd": "distill.rounds", "warmup": "warmup.kind"}
+              "kd": "distill.rounds", "warmup": "warmup.kind", "extend": "warmup.extend"}
 
 
 def _paper(source: str, num_classes: int) -> dict:
@@ -61,7 +65,12 @@ _SYNTHETIC = {  # sized for 2 CPU cores: the default study (33 nodes) within ~20
     "pseudo": {"threshold": 0.9, "flip": True},
     # λ scaled to the short schedule: (1 − λ)·steps ≈ 1.5, as 1e-4 · 15k–30k steps in the paper
     "stage1": {"steps": 150, "lr": 5e-4, "proto_momentum": 0.99, "gamma1": 10.0, "gamma2": 0.1, "tau": 1.0},
-    "distill": {"rounds": 2, "steps": 150, "lr": 5e-4, "beta": 1.0},
+    # the student starts from the seed's ssl node (SimCLR on the unlabelled train images), not from its teacher
+    "distill": {"rounds": 2, "steps": 150, "lr": 5e-4, "beta": 1.0, "student_init": "ssl"},
+    # SimCLR at half resolution: 32×64 views cost ~1/4 of 64×128 ones, 0.31 s per step of 64 images (128 views)
+    # on one core, so the node (one per seed) costs ~80 s; t = 0.2 for a batch of 128 views
+    "ssl": {"steps": 250, "lr": 1e-3, "batch_size": 64, "temperature": 0.2, "proj_dim": 64, "hidden_dim": 128,
+            "view_size": [32, 64]},
     # one evaluation per node, at its end (every node's step count ≤ 400): the 500 val images cost 3.2 s of CPU,
     # 18 % of a source-only warm-up when evaluated every 100 steps (benchmarks/eval_speed.py). Evaluating
     # does not change what is trained (tests/test_engine.py); set eval.interval lower for learning curves
@@ -76,6 +85,7 @@ _SMOKE = {
     "warmup": {**_SYNTHETIC["warmup"], "steps": 40},
     "stage1": {**_SYNTHETIC["stage1"], "steps": 20},
     "distill": {**_SYNTHETIC["distill"], "steps": 20},
+    "ssl": {**_SYNTHETIC["ssl"], "steps": 20, "batch_size": 32},
     "eval": {"interval": 1000, "batch_size": 64, "max_images": 64},
     "checkpoint_interval": 10,
     "log_interval": 10,

@@ -29,27 +29,13 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from proda.chain import chain, node_id
+from proda.chain import CITYSCAPES_TRAIN_IMAGES, chain, est_cost, node_id, phase_position  # noqa: F401
 from proda.config import Config, ConfigError, field_paths
 from proda.presets import COMPONENTS, PRESETS, VARIANTS, make_config
 
-TABLE3_VARIANTS = ("source-only", "warmup", "st", "st+sce", "pd", "pd+sl", "proda")
+TABLE3_VARIANTS = ("source-only", "warmup", "warmup+", "st", "st+sce", "pd", "pd+sl", "proda")
 # every dotted field some variant sets: a row's switches come from its variant, never from `overrides`
 SWITCH_FIELDS = frozenset(k for v in VARIANTS.values() for k in v)
-# order of the chain positions: warmup, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2, ...
-_FIXED_PHASES = {"warmup": 0, "pseudo0": 1, "stage1": 2}
-CITYSCAPES_TRAIN_IMAGES = 2975
-
-
-def phase_position(name: str) -> int:
-    if name in _FIXED_PHASES:
-        return _FIXED_PHASES[name]
-    for prefix, off in (("pseudo", 1), ("distill", 2)):
-        if name.startswith(prefix) and name[len(prefix):].isdigit():
-            return 2 * int(name[len(prefix):]) + off
-    raise ValueError(f"unknown phase '{name}'")
-
-
 def _hint(word: str, options) -> str:
     close = difflib.get_close_matches(str(word), [str(o) for o in options], n=1, cutoff=0.5)
     return f" (did you mean '{close[0]}'?)" if close else f" (known: {', '.join(map(str, options))})"
@@ -263,12 +249,12 @@ def _check_seeds(seeds: Any) -> tuple[int, ...]:
 @dataclass
 class Node:
     id: str
-    kind: str  # warmup | pseudo | stage1 | distill
+    kind: str  # ssl | warmup | extend | pseudo | stage1 | distill
     name: str  # == phase
     seed: int
     config: dict  # Config.to_dict() of the first row that created it
     inputs: dict[str, str]  # role → upstream node id
-    phase: str  # warmup, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2
+    phase: str  # ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2
     est_cost: float  # compute units: optimiser steps × batch; pseudo: images × (2 if flip) / 8
 
 
@@ -279,17 +265,6 @@ class Row:
     seed: int
     nodes: list[str]  # node ids in chain order
     final: str  # last node id: the row's score is its evaluation
-
-
-def est_cost(kind: str, cfg: Config) -> float:
-    """Compute units: optimiser steps × batch; pseudo labels: target-train images × (2 if flip) / 8."""
-    if kind == "pseudo":
-        from proda.data.synthetic import SyntheticSpec  # noqa: PLC0415
-
-        n = CITYSCAPES_TRAIN_IMAGES if cfg.data.target == "cityscapes" else SyntheticSpec().n_target_train
-        return n * (2 if cfg.pseudo.flip else 1) / 8
-    steps = {"warmup": cfg.warmup.steps, "stage1": cfg.stage1.steps, "distill": cfg.distill.steps}[kind]
-    return float(steps * cfg.data.batch_size)
 
 
 @dataclass

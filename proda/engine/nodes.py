@@ -1,13 +1,16 @@
 """Stage nodes: the chain of a variant, and running one node with its artifacts in a folder.
 
-A variant's chain is derived from its config: ``warmup`` → (``pseudo0`` → ``stage1``) → (``pseudoR`` →
-``distillR``) × rounds. A node reads its upstream nodes' folders and writes its own:
-``model.pt`` (final weights), ``pseudo.pt`` (pseudo-label nodes), ``checkpoint.pt`` while running, and
-``done.json`` (final metrics) last — a node with ``done.json`` is complete and never runs again.
+A variant's chain is derived from its config (:func:`proda.chain.chain`): (``ssl``) → ``warmup`` →
+(``warmup+``) → (``pseudo0`` → ``stage1``) → (``pseudoR`` → ``distillR``) × rounds. A node reads its
+upstream nodes' folders and writes its own: ``model.pt`` (final weights; the adversarial warm-up also
+``disc.pt``, its discriminator), ``backbone.pt`` (ssl nodes), ``pseudo.pt`` (pseudo-label nodes),
+``checkpoint.pt`` while running, and ``done.json`` (final metrics) last — a node with ``done.json`` is
+complete and never runs again.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -46,6 +49,17 @@ def load_model(cfg: Config, node_dir: Path) -> DeepLabV2:
     return model
 
 
+def load_ssl_backbone(model: DeepLabV2, ssl_dir: Path) -> None:
+    """Start ``model``'s backbone from an ssl node's weights (its head stays as built: fresh)."""
+    path = ssl_dir / "backbone.pt"
+    ckpt.load_model_state(model.backbone, ckpt.load(path)["backbone"], str(path))
+
+
+def _unlabelled(split):
+    """The split without its labels (the in-memory embedded benchmark holds them): ssl never reads any."""
+    return dataclasses.replace(split, labels=None) if split.images is not None else split
+
+
 def is_done(node_dir: Path) -> bool:
     return (node_dir / "done.json").is_file()
 
@@ -76,7 +90,7 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
         if not is_done(d):
             raise RuntimeError(f"node '{spec.name}': its input '{role}' ({d}) is not complete")
     # distinct, reproducible seeds per node kind
-    seed = cfg.seed * 1000 + {"warmup": 1, "pseudo": 2, "stage1": 3, "distill": 4}[spec.kind] * 10
+    seed = cfg.seed * 1000 + {"warmup": 1, "pseudo": 2, "stage1": 3, "distill": 4, "ssl": 5, "extend": 6}[spec.kind] * 10
     ckpt.seed_everything(seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -100,16 +114,43 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
         log(f"[{spec.name}] pseudo labels: accuracy {result['pseudo_label_accuracy']:.2f}% on target train")
         if reporter is not None:
             reporter(result, None)
+    elif spec.kind == "ssl":
+        from proda.method.ssl import SSLStage  # noqa: PLC0415
+
+        stage = SSLStage(cfg, new_model(cfg).backbone, _unlabelled(open_split(cfg, "source", "train")),
+                         _unlabelled(open_split(cfg, "target", "train")), device, seed)
+        last = run_stage(stage, steps=cfg.ssl.steps, **{**common, "val": None})
+        if "stopped_at" in last:
+            return last
+        if ddp.is_main():
+            ckpt.save(out_dir / "backbone.pt", {"backbone": stage.backbone.state_dict()})
+        result = {"stage": spec.name, "kind": "ssl", "loss_ntxent": float(stage.last_loss)}
+        log(f"[{spec.name}] SimCLR pretraining done: NT-Xent {result['loss_ntxent']:.4f}")
     else:
         source = open_split(cfg, "source", "train")
         target = open_split(cfg, "target", "train")
         if spec.kind == "warmup":
             model = new_model(cfg)
+            if cfg.model.init == "ssl":
+                load_ssl_backbone(model, ins["ssl"])
             if cfg.warmup.kind == "source":
                 stage = stages.SourceStage(cfg, model, source, device, seed)
             else:
                 stage = stages.AdversarialWarmup(cfg, model, source, target, device, seed)
             steps = cfg.warmup.steps
+        elif spec.kind == "extend":
+            from proda.method import control  # noqa: PLC0415
+
+            model = load_model(cfg, ins["model"])
+            if cfg.warmup.kind == "source":
+                stage = control.ContinuedSource(cfg, model, source, device, seed)
+            else:
+                disc = ins["model"] / "disc.pt"
+                if not disc.is_file():
+                    raise RuntimeError(f"node '{spec.name}': its warm-up '{ins['model']}' has no disc.pt (it finished "
+                                       f"before warm-ups saved their discriminator); delete that folder to retrain it")
+                stage = control.ContinuedAdversarial(cfg, model, source, target, device, seed, ckpt.load(disc)["disc"])
+            steps = cfg.stage1.steps
         elif spec.kind == "stage1":
             model = load_model(cfg, ins["model"])
             pl = ckpt.load(ins["pseudo"] / "pseudo.pt")
@@ -117,7 +158,7 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
             steps = cfg.stage1.steps
         elif spec.kind == "distill":
             teacher = load_model(cfg, ins["teacher"])
-            student = _student(cfg, teacher)
+            student = _student(cfg, teacher, ins.get("ssl"))
             pl = ckpt.load(ins["pseudo"] / "pseudo.pt")
             stage = stages.DistillStage(cfg, student, teacher, source, target, pl["soft"], device, seed)
             steps = cfg.distill.steps
@@ -128,6 +169,8 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
             return last
         if ddp.is_main():
             ckpt.save(out_dir / "model.pt", {"model": stage.eval_model.state_dict()})
+            if spec.kind == "warmup" and hasattr(stage, "disc"):  # for the warm-up's continuation (warmup+)
+                ckpt.save(out_dir / "disc.pt", {"disc": stage.disc.state_dict()})
         result = {"stage": spec.name, "kind": spec.kind, **last}
     if ddp.is_main():
         _write_json(out_dir / "done.json", result)
@@ -136,13 +179,18 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
     return result
 
 
-def _student(cfg: Config, teacher: DeepLabV2) -> DeepLabV2:
-    """The distillation student: from ``distill.student_init`` (a self-supervised checkpoint of the
-    backbone) when given; else ImageNet weights from ``model.pretrained``; else, when neither exists,
-    the teacher's weights (the official code's ``student_init=stage1``)."""
+def _student(cfg: Config, teacher: DeepLabV2, ssl_dir: Path | None = None) -> DeepLabV2:
+    """The distillation student, its head always fresh: its backbone from the seed's ssl node
+    (``distill.student_init="ssl"``) or from a self-supervised checkpoint file (a path) when given; else
+    ImageNet weights from ``model.pretrained``; else, when neither exists, the teacher's weights (the
+    official code's ``student_init=stage1``, and ``"teacher"``)."""
     init = cfg.distill.student_init
     student = new_model(cfg)
-    if init and init != "teacher":
+    if init == "ssl":
+        if ssl_dir is None:
+            raise ValueError("distill.student_init='ssl': the distillation node has no 'ssl' input")
+        load_ssl_backbone(student, ssl_dir)
+    elif init and init != "teacher":
         from proda.models.backbones import load_backbone_weights  # noqa: PLC0415
 
         load_backbone_weights(student.backbone, init)
