@@ -91,14 +91,16 @@ def phase_position(name: str) -> int:
 
 
 def est_cost(kind: str, cfg: Config) -> float:
-    """Compute units: optimiser steps × batch (ssl: × 2 views); pseudo labels: target-train images × (2 if flip) / 8."""
+    """Compute units: optimiser steps × batch; ssl: × 2 views × their area / the crop's (views are backbone-only
+    passes, so this overstates it); pseudo labels: target-train images × (2 if flip) / 8."""
     if kind == "pseudo":
         from proda.data.synthetic import SyntheticSpec  # noqa: PLC0415
 
         n = CITYSCAPES_TRAIN_IMAGES if cfg.data.target == "cityscapes" else SyntheticSpec().n_target_train
         return n * (2 if cfg.pseudo.flip else 1) / 8
     if kind == "ssl":
-        return float(cfg.ssl.steps * cfg.ssl.batch_size * 2)
+        (h, w), (ch, cw) = cfg.ssl.view_size or cfg.data.crop, cfg.data.crop
+        return float(cfg.ssl.steps * cfg.ssl.batch_size * 2 * h * w / (ch * cw))
     steps = {"warmup": cfg.warmup.steps, "extend": cfg.stage1.steps, "stage1": cfg.stage1.steps,
              "distill": cfg.distill.steps}[kind]
     return float(steps * cfg.data.batch_size)

@@ -51,7 +51,7 @@ def _paper(source: str, num_classes: int) -> dict:
     }
 
 
-_SYNTHETIC = {  # sized for 2 CPU cores: the default study (33 nodes) within ~20 minutes
+_SYNTHETIC = {  # sized for 2 CPU cores: the default study (39 nodes) within ~20 minutes
     "data": {"source": "synthetic-source", "target": "synthetic-target", "num_classes": 19,
              "full_size": [64, 128], "crop": [64, 128], "crop_scale": [0.5, 1.0], "batch_size": 8},
     "model": {"backbone": "small", "width": 16, "output_stride": 4, "feat_channels": 32,

@@ -85,29 +85,63 @@ def test_custom_variant_starts_from_base_and_applies_components():
 
 # -- merging ---------------------------------------------------------------------------------------
 def test_default_spec_merges_shared_prefixes_exactly():
-    plan = expand(DEFAULT_SPEC)  # 7 variants × 3 seeds
-    # per seed: source-only 1 node, warmup 1, st/st+sce/pd/pd+sl 3 each, proda 7 → 21 naive
-    assert len(plan.rows) == 21 and plan.naive_nodes == 3 * 21
-    # per seed merged: 2 warm-ups (source, adversarial), 1 pseudo0, 4 stage1 (st, st+sce, pd, pd+sl = proda's),
-    # pseudo1, distill1, pseudo2, distill2 → 11
-    assert phase_counts(plan) == {"warmup": 6, "pseudo0": 3, "stage1": 12, "pseudo1": 3, "distill1": 3,
-                                  "pseudo2": 3, "distill2": 3}
-    assert len(plan.nodes) == 33
-    assert plan.phases == ["warmup", "pseudo0", "stage1", "pseudo1", "distill1", "pseudo2", "distill2"]
+    plan = expand(DEFAULT_SPEC)  # 8 variants × 3 seeds
+    # per seed: source-only 1 node, warmup 1, warmup+ 2, st/st+sce/pd/pd+sl 3 each, proda 8 (ssl first) → 24 naive
+    assert len(plan.rows) == 24 and plan.naive_nodes == 3 * 24
+    # per seed merged: 1 ssl, 2 warm-ups (source, adversarial), 1 warmup+, 1 pseudo0, 4 stage1 (st, st+sce, pd,
+    # pd+sl = proda's), pseudo1, distill1, pseudo2, distill2 → 13
+    assert phase_counts(plan) == {"ssl": 3, "warmup": 6, "warmup+": 3, "pseudo0": 3, "stage1": 12, "pseudo1": 3,
+                                  "distill1": 3, "pseudo2": 3, "distill2": 3}
+    assert len(plan.nodes) == 39
+    assert plan.phases == ["ssl", "warmup", "warmup+", "pseudo0", "stage1", "pseudo1", "distill1", "pseudo2",
+                           "distill2"]
     rows = {(r.variant, r.seed): r for r in plan.rows}
     for seed in (0, 1, 2):
         src, wu = rows["source-only", seed].nodes, rows["warmup", seed].nodes
         assert len(src) == len(wu) == 1 and src != wu  # two warm-up kinds, nothing else
         kinds = Counter(n.config["warmup"]["kind"] for n in plan.nodes_in_phase("warmup") if n.seed == seed)
         assert kinds == {"source": 1, "adversarial": 1}
-        st_like = [rows[v, seed] for v in ("st", "st+sce", "pd", "pd+sl", "proda")]
+        st_like = [rows[v, seed] for v in ("st", "st+sce", "pd", "pd+sl")]
         assert len({r.nodes[0] for r in st_like}) == 1 and st_like[0].nodes[0] == wu[0]
         assert len({r.nodes[1] for r in st_like}) == 1  # one pseudo0 per seed
         assert len({r.nodes[2] for r in st_like}) == 4  # pd+sl and proda share stage 1
-        assert rows["proda", seed].nodes[2] == rows["pd+sl", seed].nodes[2]
-        assert [plan.nodes[n].phase for n in rows["proda", seed].nodes] == plan.phases
-        assert rows["proda", seed].final == rows["proda", seed].nodes[-1]
+        proda = rows["proda", seed].nodes  # ssl, warmup, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2
+        assert proda[1:4] == rows["pd+sl", seed].nodes
+        assert [plan.nodes[n].phase for n in proda] == [p for p in plan.phases if p != "warmup+"]
+        assert rows["proda", seed].final == proda[-1]
     assert len({n.seed for n in plan.nodes.values()}) == 3  # no sharing across seeds
+
+
+def test_every_row_of_a_seed_shares_one_ssl_node():
+    for spec in (DEFAULT_SPEC, AblationSpec(preset="synthetic", seeds=(0, 1), overrides={"model.init": "ssl"})):
+        plan = expand(spec)
+        ssl = {n.seed: n.id for n in plan.nodes_in_phase("ssl")}
+        assert sorted(ssl) == sorted(spec.seeds)
+        for n in plan.nodes.values():  # whoever starts from ssl weights starts from its own seed's node
+            if "ssl" in n.inputs:
+                assert n.inputs["ssl"] == ssl[n.seed]
+        every = "model.init" in spec.overrides  # then every row (its warm-up) starts from it
+        for r in plan.rows:
+            assert (r.nodes[0] == ssl[r.seed]) == (every or r.variant == "proda")
+        if every:
+            assert all(n.inputs == {"ssl": ssl[n.seed]} for n in plan.nodes_in_phase("warmup"))
+    distills = [n for n in expand(DEFAULT_SPEC).nodes.values() if n.kind == "distill"]
+    assert distills and all(n.config["distill"]["student_init"] == "ssl" for n in distills)
+
+
+def test_the_control_row_continues_the_shared_warmup_for_stage1_steps():
+    plan = expand(DEFAULT_SPEC)
+    rows = {(r.variant, r.seed): r for r in plan.rows}
+    for seed in DEFAULT_SPEC.seeds:
+        warm, more = rows["warmup+", seed].nodes
+        assert warm == rows["warmup", seed].nodes[0]  # the same warm-up node as the warmup row's
+        node = plan.nodes[more]
+        assert (node.kind, node.phase, node.inputs) == ("extend", "warmup+", {"model": warm})
+        cfg = node.config
+        assert node.est_cost == cfg["stage1"]["steps"] * cfg["data"]["batch_size"]
+    # the warm-up's id does not depend on whether it is continued: every other row's ids stay as they were
+    a, b = make_config("synthetic", "warmup", 0), make_config("synthetic", "warmup+", 0)
+    assert node_id("warmup", a, 0, {}) == node_id("warmup", b, 0, {})
 
 
 def test_sensitivity_trains_the_warmup_of_a_seed_once_for_all_axis_values():
@@ -148,12 +182,12 @@ def test_same_computation_at_another_chain_position_runs_in_the_earlier_phase(or
     variants = {"proda": None, "kd-only": {"base": "warmup", "kd": 1}}
     plan = expand(AblationSpec(preset="smoke", variants={k: variants[k] for k in order}, seeds=(0,)))
     rows = {r.variant: r for r in plan.rows}
-    assert rows["kd-only"].nodes[:2] == rows["proda"].nodes[:2]
-    assert plan.nodes[rows["kd-only"].nodes[1]].phase == plan.nodes[rows["kd-only"].nodes[1]].name == "pseudo0"
+    assert rows["kd-only"].nodes[:3] == rows["proda"].nodes[:3]  # ssl, warm-up, pseudo labels of the warm-up
+    assert plan.nodes[rows["kd-only"].nodes[2]].phase == plan.nodes[rows["kd-only"].nodes[2]].name == "pseudo0"
     for r in plan.rows:  # every node runs in a phase after those of its inputs
         pos = [plan.phases.index(plan.nodes[n].phase) for n in r.nodes]
         assert pos == sorted(pos) and len(set(pos)) == len(pos)
-    assert len(plan.nodes) == 8  # warm-up, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2 + kd-only's distill1
+    assert len(plan.nodes) == 9  # ssl, warm-up, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2 + kd-only's distill1
 
 
 # -- ids -------------------------------------------------------------------------------------------
@@ -162,11 +196,11 @@ def test_node_ids_are_stable_and_change_only_downstream():
     a, b = expand(spec).rows[0].nodes, expand(spec).rows[0].nodes
     assert a == b and all(len(i) == 16 for i in a)
     changed = AblationSpec(preset="smoke", variants=("proda",), seeds=(0,), overrides={"distill.lr": 0.001})
-    c = expand(changed).rows[0].nodes  # warmup, pseudo0, stage1, pseudo1 | distill1, pseudo2, distill2
-    assert c[:4] == a[:4] and all(x != y for x, y in zip(c[4:], a[4:]))
+    c = expand(changed).rows[0].nodes  # ssl, warmup, pseudo0, stage1, pseudo1 | distill1, pseudo2, distill2
+    assert c[:5] == a[:5] and all(x != y for x, y in zip(c[5:], a[5:]))
     s1 = expand(AblationSpec(preset="smoke", variants=("proda",), seeds=(0,),
                              overrides={"stage1.gamma2": 0.2})).rows[0].nodes
-    assert s1[:2] == a[:2] and all(x != y for x, y in zip(s1[2:], a[2:]))
+    assert s1[:3] == a[:3] and all(x != y for x, y in zip(s1[3:], a[3:]))
 
 
 def test_node_id_is_a_content_hash_independent_of_key_order():
@@ -188,8 +222,8 @@ def test_plan_json_round_trip():
 
 def test_summary_reports_merging():
     text = expand(DEFAULT_SPEC).summary()
-    assert "= 21 rows" in text and "stage1" in text and "saved" in text
-    assert "total          33     63           30" in text
+    assert "= 24 rows" in text and "stage1" in text and "saved" in text
+    assert "total          39     72           33" in text
 
 
 @pytest.mark.parametrize("name", ["default", "smoke", "sensitivity"])
@@ -200,8 +234,8 @@ def test_example_yaml_equals_builtin(name):
 
 def test_builtin_specs_and_unknown_name():
     assert set(BUILTIN_SPECS) == {"default", "smoke", "paper", "sensitivity"}
-    assert builtin_spec("paper").preset == "paper-gta5" and len(builtin_spec("paper").variants) == 7
+    assert builtin_spec("paper").preset == "paper-gta5" and len(builtin_spec("paper").variants) == 8
     kinds = {n.kind for n in expand(builtin_spec("smoke")).nodes.values()}
-    assert kinds == {"warmup", "pseudo", "stage1", "distill"} and len(builtin_spec("smoke").seeds) == 2
+    assert kinds == {"ssl", "warmup", "extend", "pseudo", "stage1", "distill"} and len(builtin_spec("smoke").seeds) == 2
     with pytest.raises(ConfigError, match="did you mean 'paper'"):
         builtin_spec("papr")

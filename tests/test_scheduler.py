@@ -17,7 +17,8 @@ FINISHED = NodeScheduler.FINISHED
 
 @pytest.fixture
 def plan():
-    return expand(SMOKE_SPEC)  # 2 seeds × (source-only, adversarial) warm-up → pseudo0 → stage1 → … → distill2
+    # 2 seeds × ssl, (source-only, adversarial) warm-up → (warmup+ | pseudo0 → stage1 → … → distill2)
+    return expand(SMOKE_SPEC)
 
 
 @pytest.fixture
@@ -43,33 +44,39 @@ def test_critical_path_puts_the_long_chains_first(plan):
     assert min(cp[i] for i in chained) > max(cp[i] for i in alone)
     last = plan.nodes_in_phase("distill2")
     assert all(cp[n.id] == n.est_cost for n in last)
+    # the longest chain after an adversarial warm-up: pseudo0 → stage1 → … → distill2 (not its short warmup+
+    # branch, not the ssl node upstream of the students)
     assert cp[chained[0]] == pytest.approx(sum(n.est_cost for n in plan.nodes.values()
-                                               if n.seed == plan.nodes[chained[0]].seed and n.id not in alone))
+                                               if n.seed == plan.nodes[chained[0]].seed and n.id not in alone
+                                               and n.kind not in ("ssl", "extend")))
+    assert all(max(cp[i] for i in alone) < cp[n.id] < min(cp[i] for i in chained) for n in plan.nodes_in_phase("ssl"))
 
 
 def test_nodes_are_handed_out_as_their_inputs_finish_without_phase_barriers(plan, tmp_path, said):
     s = NodeScheduler(plan, tmp_path, list(plan.nodes), {"study_dir": str(tmp_path)})
-    first = [s.suggest(f"t{k}") for k in range(4)]
-    assert [c["phase"] for c in first] == ["warmup"] * 4  # only warm-ups have no inputs
-    assert s.suggest("t4") is None  # the rest waits for a running node
+    first = [s.suggest(f"t{k}") for k in range(6)]
+    # only warm-ups and ssl nodes have no inputs; the longest chains first
+    assert [c["phase"] for c in first] == ["warmup"] * 2 + ["ssl"] * 2 + ["warmup"] * 2
+    assert s.suggest("tx") is None  # the rest waits for a running node
     by_trial = {f"t{k}": c["node_id"] for k, c in enumerate(first)}
-    assert {c["node_id"] for c in first} == {n.id for n in plan.nodes_in_phase("warmup")}
+    assert {c["node_id"] for c in first} == {n.id for p in ("warmup", "ssl") for n in plan.nodes_in_phase(p)}
     assert all(c["study_dir"] == str(tmp_path) for c in first)
 
-    # one seed's adversarial warm-up ends while the three others still run: its pseudo labels start now
+    # one seed's adversarial warm-up ends while the others still run: its pseudo labels, then warmup+, start now
     adv0 = next(t for t, i in by_trial.items() if plan.nodes[i].seed == 0 and plan.nodes[i].kind == "warmup"
                 and any(i in m.inputs.values() for m in plan.nodes.values()))
     finish(tmp_path, by_trial[adv0])
     s.on_trial_complete(adv0)
-    nxt = s.suggest("t5")
+    nxt, more = s.suggest("t6"), s.suggest("t7")
     assert nxt["phase"] == "pseudo0" and plan.nodes[nxt["node_id"]].seed == 0
-    assert s.suggest("t6") is None
+    assert more["phase"] == "warmup+" and plan.nodes[more["node_id"]].inputs == {"model": by_trial[adv0]}
+    assert s.suggest("t8") is None
     assert said and said[-1].startswith(f"[warmup] {by_trial[adv0][:8]} finished; ")
 
     # run the rest to the end, finishing the oldest running node each time
-    running = {t: i for t, i in by_trial.items() if t != adv0} | {"t5": nxt["node_id"]}
+    running = {t: i for t, i in by_trial.items() if t != adv0} | {"t6": nxt["node_id"], "t7": more["node_id"]}
     events = [("end", by_trial[adv0])] + [("start", i) for i in running.values()]
-    k = 7
+    k = 9
     while running:
         tid = next(iter(running))
         finish(tmp_path, running[tid])
@@ -87,13 +94,15 @@ def test_nodes_are_handed_out_as_their_inputs_finish_without_phase_barriers(plan
 
 def test_a_failed_input_skips_its_branch_and_the_rest_finishes(plan, tmp_path, said):
     s = NodeScheduler(plan, tmp_path, list(plan.nodes), {})
-    warm = {f"t{k}": s.suggest(f"t{k}")["node_id"] for k in range(4)}
-    chained = [t for t, i in warm.items() if any(i in m.inputs.values() for m in plan.nodes.values())]
+    warm = {f"t{k}": s.suggest(f"t{k}")["node_id"] for k in range(6)}  # warm-ups and ssl nodes
+    chained = [t for t, i in warm.items() if plan.nodes[i].kind == "warmup"
+               and any(i in m.inputs.values() for m in plan.nodes.values())]
     bad, good = chained
     finish(tmp_path, warm[bad], ok=False)
     s.on_trial_complete(bad, error=True)
-    branch = [n.id for n in plan.nodes.values() if n.seed == plan.nodes[warm[bad]].seed and n.phase != "warmup"]
-    assert len(branch) == 6
+    branch = [n.id for n in plan.nodes.values()
+              if n.seed == plan.nodes[warm[bad]].seed and n.phase not in ("warmup", "ssl")]
+    assert len(branch) == 7  # warmup+, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2
     for i in branch:
         assert json.loads((tmp_path / "nodes" / i / "failed.json").read_text())["error"] == \
             "skipped: an upstream node failed"
@@ -108,7 +117,7 @@ def test_a_failed_input_skips_its_branch_and_the_rest_finishes(plan, tmp_path, s
         finish(tmp_path, c["node_id"])
         s.on_trial_complete(f"t{k}")
         k += 1
-    assert sum(node_status(tmp_path, i) == "done" for i in plan.nodes) == len(plan.nodes) - 7
+    assert sum(node_status(tmp_path, i) == "done" for i in plan.nodes) == len(plan.nodes) - 8
 
 
 def test_a_trial_that_ends_without_its_node_marks_the_node_failed(plan, tmp_path, said):

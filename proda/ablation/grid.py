@@ -357,8 +357,10 @@ def expand(spec: AblationSpec) -> Plan:
 
 # -- built-in studies ------------------------------------------------------------------------------
 DEFAULT_SPEC = AblationSpec(name="default", preset="synthetic", variants=TABLE3_VARIANTS, seeds=(0, 1, 2))
-# every node kind (both warm-up kinds, pseudo, stage 1, distillation) in a couple of minutes; 2 seeds → std
-SMOKE_SPEC = AblationSpec(name="smoke", preset="smoke", variants=("source-only", "warmup", "pd+sl", "proda"),
+# every node kind (ssl, both warm-up kinds, warmup+, pseudo, stage 1, distillation) in a couple of minutes;
+# 2 seeds → std
+SMOKE_SPEC = AblationSpec(name="smoke", preset="smoke",
+                          variants=("source-only", "warmup", "warmup+", "pd+sl", "proda"),
                           seeds=(0, 1))
 PAPER_SPEC = AblationSpec(name="paper", preset="paper-gta5", variants=TABLE3_VARIANTS, seeds=(0, 1, 2))
 # three one-axis sweeps around the preset (λ = stage1.proto_momentum, γ1, γ2), not their cross product

@@ -30,7 +30,9 @@ BASE_COLUMNS = ("study", "row", "variant", "seed", "node_id", "phase", "kind", "
 STATUSES = ("done", "running", "failed", "missing")
 MIOU = "mIoU"
 MIOU_BEST = "mIoU (best eval step: model selection on target val)"
-TRAINING_KINDS = ("warmup", "stage1", "distill")  # each has a config section of that name with `steps`
+# the node kinds that train and evaluate, and the config section holding each one's `steps` (warmup+ runs
+# stage1.steps); ssl nodes train the backbone alone and, like pseudo-label nodes, have no evaluation
+TRAINING_KINDS = {"warmup": "warmup", "extend": "stage1", "stage1": "stage1", "distill": "distill"}
 
 
 def load_plan(study_dir: str | Path) -> Plan:
@@ -72,7 +74,7 @@ def node_state(node_dir: Path, node) -> dict[str, Any]:
         if rec.get("kind") == "eval" and "miou" in rec and "step" in rec:
             evals[int(rec["step"])] = (float(rec["miou"]), dict(rec.get("iou") or {}))
     if done is not None and not evals and "miou" in done and node.kind in TRAINING_KINDS:
-        evals[int(node.config[node.kind]["steps"])] = (float(done["miou"]), dict(done.get("iou") or {}))
+        evals[int(node.config[TRAINING_KINDS[node.kind]]["steps"])] = (float(done["miou"]), dict(done.get("iou") or {}))
     acc = (done or {}).get("pseudo_label_accuracy")
     return {"status": status, "evals": [(s, *evals[s]) for s in sorted(evals)],
             "pseudo_label_accuracy": float(acc) if acc is not None else math.nan,
