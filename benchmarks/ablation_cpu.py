@@ -1,9 +1,11 @@
 """The paper's ablation (Table 3 rows) on the embedded benchmark, in this process (no Ray), 3 seeds.
 
     python benchmarks/ablation_cpu.py [--preset synthetic] [--seeds 0,1,2] [--study runs/ablation-cpu]
+                                      [--set model.init=ssl ...]
 
-Runs the merged DAG of the seven variants node by node (finished nodes are reused: rerun to resume),
-trains a target-supervised oracle per seed with the same budget as the warm-up, and prints the ablation
+Runs the merged DAG of the Table-3 variants and the control row node by node (finished nodes are reused:
+rerun to resume), trains a target-supervised oracle per seed with the same budget as the warm-up (its
+backbone, like every warm-up's, from the seed's ssl node when ``model.init=ssl``), and prints the ablation
 table, the per-class table and, last, one JSON line
 ``{"miou": {variant: mean}, "std": {variant: std}, "oracle_miou": .., "seconds": ..}``.
 """
@@ -27,23 +29,34 @@ import torch  # noqa: E402
 from proda.ablation import results as R  # noqa: E402
 from proda.ablation.grid import TABLE3_VARIANTS, AblationSpec, expand  # noqa: E402
 from proda.ablation.runner import run_study_local  # noqa: E402
+from proda.chain import node_id  # noqa: E402
 from proda.engine import checkpoint as ckpt  # noqa: E402
 from proda.engine.data import open_split  # noqa: E402
-from proda.engine.nodes import device_of, new_model  # noqa: E402
+from proda.engine.nodes import device_of, is_done, load_ssl_backbone, new_model  # noqa: E402
 from proda.engine.trainer import evaluate, run_stage  # noqa: E402
 from proda.method.stages import SourceStage  # noqa: E402
 from proda.presets import make_config  # noqa: E402
+from proda.train import parse_sets  # noqa: E402
 
 
-def oracle(preset: str, seed: int, out: Path) -> float:
-    """Target-supervised training (the labels of target train), same steps as the warm-up: the upper bound."""
+def oracle(preset: str, seed: int, out: Path, study: Path, overrides: dict | None = None) -> float:
+    """Target-supervised training (the labels of target train), same steps as the warm-up: the upper bound.
+    With ``model.init=ssl`` its backbone starts, like the warm-ups', from the seed's ssl node in ``study``."""
+    cfg = make_config(preset, "source-only", seed, overrides)
+    if cfg.model.init == "ssl":
+        out = out.with_name(out.name + "-ssl")
     done = out / "oracle.json"
     if done.is_file():
         return json.loads(done.read_text())["miou"]
-    cfg = make_config(preset, "source-only", seed)
     ckpt.seed_everything(seed * 1000 + 11)
     dev = device_of(cfg)
-    stage = SourceStage(cfg, new_model(cfg), open_split(cfg, "target", "train"), dev, seed)
+    model = new_model(cfg)
+    if cfg.model.init == "ssl":
+        ssl_dir = study / "nodes" / node_id("ssl", cfg, seed, {})
+        if not is_done(ssl_dir):
+            raise RuntimeError(f"oracle of seed {seed}: model.init=ssl, but its ssl node '{ssl_dir}' is not done")
+        load_ssl_backbone(model, ssl_dir)
+    stage = SourceStage(cfg, model, open_split(cfg, "target", "train"), dev, seed)
     run_stage(stage, steps=cfg.warmup.steps, out_dir=out, val=None, num_classes=19, eval_interval=10**9,
               checkpoint_interval=cfg.checkpoint_interval, log_interval=cfg.log_interval, log=lambda s: None)
     cm = evaluate(stage.model, open_split(cfg, "target", "val"), 19, dev, cfg.eval.batch_size)
@@ -57,15 +70,20 @@ def main() -> int:
     ap.add_argument("--preset", default="synthetic")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--study", type=Path, default=Path("runs/ablation-cpu"))
+    ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                    help="a config field for every row and the oracle, e.g. model.init=ssl")
     args = ap.parse_args()
     torch.set_num_threads(2)
     seeds = tuple(int(s) for s in args.seeds.split(","))
-    spec = AblationSpec(name=args.study.name, preset=args.preset, variants=TABLE3_VARIANTS, seeds=seeds)
+    overrides = parse_sets(args.set)
+    spec = AblationSpec(name=args.study.name, preset=args.preset, variants=TABLE3_VARIANTS, seeds=seeds,
+                        overrides=overrides)
     plan = expand(spec)
     print(plan.summary(), flush=True)
     t0 = time.perf_counter()
     run_study_local(plan, args.study, log=lambda s: print(s, flush=True) if "eval" in s or "pseudo" in s else None)
-    oracles = [oracle(args.preset, s, args.study / "oracle" / f"seed{s}") for s in seeds]
+    oracles = [oracle(args.preset, s, args.study / "oracle" / f"seed{s}", args.study.resolve(), overrides)
+               for s in seeds]
     seconds = time.perf_counter() - t0
     print(R.report(args.study))
     print(f"\noracle (target-supervised): {statistics.mean(oracles):.2f} ± "

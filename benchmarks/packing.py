@@ -2,7 +2,7 @@
 
     python benchmarks/packing.py [--storage /tmp/proda-packing] [--cpus-per-worker 1]
 
-The smoke study (`SMOKE_SPEC`: 4 variants × 2 seeds, merged into 16 nodes in 7 phases) runs twice, each
+The smoke study (`SMOKE_SPEC`: 5 variants × 2 seeds, merged into 20 nodes in 9 phases) runs twice, each
 in a fresh process:
 1. plainly, node by node in phase order (what `run_study_local` does), each node timed, with the
    threads a Ray worker gets (``int(cpus_per_worker)``);

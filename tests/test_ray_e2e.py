@@ -26,14 +26,14 @@ def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cac
     first = _run(["experiments/ablation.py", "--preset", "smoke", "--storage", str(storage)], env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
-    assert "nodes: 16 done, 0 running, 0 failed, 0 missing" in out
-    for variant in ("source-only", "warmup", "pd+sl", "proda"):
+    assert "nodes: 20 done, 0 running, 0 failed, 0 missing" in out
+    for variant in ("source-only", "warmup", "warmup+", "pd+sl", "proda"):
         assert f"| {variant}" in out
     study = storage / "smoke"
     df = pd.read_parquet(study / "results.parquet")
-    assert set(df["variant"]) == {"source-only", "warmup", "pd+sl", "proda"} and set(df["seed"]) == {0, 1}
+    assert set(df["variant"]) == {"source-only", "warmup", "warmup+", "pd+sl", "proda"} and set(df["seed"]) == {0, 1}
     final = df[df["is_final"] & df["iou"].notna()]
-    assert len(final[["variant", "seed"]].drop_duplicates()) == 8
+    assert len(final[["variant", "seed"]].drop_duplicates()) == 10
     assert ((final["iou"] >= 0) & (final["iou"] <= 100)).all()
     # the study is one ordinary Tune experiment that Ray's own tools open: a trial per node, named by phase
     from ray.tune import ExperimentAnalysis
@@ -41,9 +41,10 @@ def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cac
     (exp,) = [p for p in (study / "tune").iterdir() if p.name.startswith("study-")]
     assert not (study / "tune" / "running.json").exists()  # the experiment ended: nothing to restore
     analysis = ExperimentAnalysis(str(exp))
-    assert len(analysis.trials) == 16
+    assert len(analysis.trials) == 20
     names = sorted(str(t) for t in analysis.trials)
-    assert sum(n.startswith("warmup_") for n in names) == 4  # 2 warm-up kinds × 2 seeds, merged across 4 variants
+    assert sum(n.startswith("warmup_") for n in names) == 4  # 2 warm-up kinds × 2 seeds, merged across 5 variants
+    assert sum(n.startswith("ssl_") for n in names) == 2  # one ssl node per seed
     assert {t.config["node_id"] for t in analysis.trials} == set(json.loads((study / "plan.json").read_text())["nodes"])
     # no barrier between phases: some node started before a node of an earlier phase had finished
     order = json.loads((study / "plan.json").read_text())["phases"]
@@ -60,7 +61,7 @@ def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cac
     table = _run(["experiments/results.py", str(study), "--format", "csv", "--no-write"], env)
     assert table.returncode == 0 and "variant" in table.stdout and "proda" in table.stdout
     plan = json.loads((study / "plan.json").read_text())
-    assert len(plan["nodes"]) == 16
+    assert len(plan["nodes"]) == 20
 
 
 @pytest.mark.ray
