@@ -49,6 +49,15 @@ OUT_OF_RANGE = {
     "data.full_size": [[4, 128], [64, 4]],
     "data.crop": [[4, 96], [128, 128]],  # the second does not fit in full_size (64, 128)
     "data.crop_scale": [[0.0, 1.0], [0.8, 0.5], [0.5, 1.5]],
+    "ssl.steps": [0],
+    "ssl.lr": [0.0, 10.5, NAN],
+    "ssl.weight_decay": [-1e-4, 1.5],
+    "ssl.batch_size": [1, 0],  # two images at least: one per domain
+    "ssl.temperature": [0.0, -0.1, 100.5],
+    "ssl.proj_dim": [0, 8193],
+    "ssl.hidden_dim": [0, 8193],
+    "ssl.crop_scale": [[0.0, 1.0], [0.8, 0.5]],
+    "ssl.view_size": [[4, 64], [64, 0]],
     "eval.interval": [0],
     "eval.max_images": [0],
     "checkpoint_interval": [0],
@@ -163,6 +172,7 @@ def test_unknown_override_key_is_named_with_a_suggestion():
     (lambda: Config().override({"optim.optimizer": "adamw"}), "optim.optimizer='adamw': must be one of"),
     (lambda: Config().override({"stage1.regulariser": "kl"}), "stage1.regulariser='kl': must be one of"),
     (lambda: Config().override({"warmup.kind": "adv"}), "warmup.kind='adv': must be one of"),
+    (lambda: Config().override({"model.init": "simclr"}), "model.init='simclr': must be null or 'ssl'"),
     (lambda: Config().override({"device": "tpu"}), "device='tpu': must be one of"),
     (lambda: Config().override({"stage1.st": False}), "stage1.sce=True: needs stage1.st=true"),
 ])
