@@ -179,7 +179,10 @@ class Stage1Config:
     gamma2: float = 0.1  # weight of the regulariser
     tau: float = 1.0  # temperature of the prototype softmax ω
     ema_momentum: float = 0.999  # momentum encoder: θ̃ ← m θ̃ + (1−m) θ
-    threshold: float = 0.0  # rectified labels whose normalised max < threshold → ignore
+    # hard target labels of every stage-1 row (ST: ξ(p_{t,0}), PD: ξ(ω ⊙ p_{t,0}) normalised) whose maximum is
+    # below it → ignore: one rule for ST, +SCE and PD, so a row changes one thing (pseudo.threshold: distillation)
+    threshold: float = 0.0
+    head_lr_mult: float | None = None  # None: optim.head_lr_mult (the official stage 1: 1, no 10× head)
     regulariser: str = "mrkld"  # mrkld (paper) | mrent (official option)
     official_kl_norm: bool = False  # official SL loss divides the per-pixel KL by K
     official_proto_update: bool = False  # official per-image sequential prototype EMA (λ^N)
@@ -198,6 +201,8 @@ class Stage1Config:
         _in(f"{p}.tau", self.tau, 0.0, 1000.0, lo_open=True)
         _in(f"{p}.ema_momentum", self.ema_momentum, 0.0, 1.0, hi_open=True)
         _in(f"{p}.threshold", self.threshold, 0.0, 1.0, hi_open=True)
+        if self.head_lr_mult is not None:
+            _in(f"{p}.head_lr_mult", self.head_lr_mult, 0.0, 1000.0, lo_open=True)
         _choice(f"{p}.regulariser", self.regulariser, ("mrkld", "mrent"))
 
 

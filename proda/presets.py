@@ -43,8 +43,10 @@ def _paper(source: str, num_classes: int) -> dict:
         "optim": {"optimizer": "sgd", "momentum": 0.9, "weight_decay": 2e-4, "head_lr_mult": 10.0},
         "warmup": {"steps": 20000, "lr": 2.5e-4, "adv_weight": 0.01},
         "pseudo": {"threshold": 0.95, "flip": True},
+        # the official stage 1 trains the head at the backbone's learning rate (no 10× head), and keeps every
+        # rectified pixel (no threshold) — in the ST rows too, so each row changes one thing
         "stage1": {"steps": 30000, "lr": 1e-4, "proto_momentum": 0.9999, "gamma1": 10.0, "gamma2": 0.1,
-                   "tau": 1.0, "alpha": 0.1, "beta": 1.0},
+                   "tau": 1.0, "alpha": 0.1, "beta": 1.0, "head_lr_mult": 1.0, "threshold": 0.0},
         "distill": {"rounds": 2, "steps": 30000, "lr": 6e-4, "beta": 1.0},
         "eval": {"interval": 1000, "batch_size": 2},
         "checkpoint_interval": 1000,
@@ -60,11 +62,15 @@ _SYNTHETIC = {  # sized for 2 CPU cores: the default study (39 nodes) within ~20
     # discriminator ndf 16, not AdaptSegNet's 64: at 64 it costs ~3× the 275 k-parameter segmentation model
     # (240 M vs 93 M multiply-adds per image) and the adversarial warm-up ran at 8.9 img/s on one core, 21.1 at 16
     "warmup": {"steps": 400, "lr": 2e-3, "adv_weight": 0.01, "disc_lr": 1e-4, "disc_channels": 16},
-    # hard pseudo labels (ST, SCE, distillation) keep pixels with confidence ≥ 0.9 (the paper presets: 0.95);
-    # with no threshold ST fell from the warm-up's 20.5 mIoU to 15.6, with 0.9 it held 19.3 (benchmarks/RESULTS.md)
+    # hard pseudo labels of distillation keep pixels with confidence ≥ 0.9 (the paper presets: 0.95)
     "pseudo": {"threshold": 0.9, "flip": True},
-    # λ scaled to the short schedule: (1 − λ)·steps ≈ 1.5, as 1e-4 · 15k–30k steps in the paper
-    "stage1": {"steps": 150, "lr": 5e-4, "proto_momentum": 0.99, "gamma1": 10.0, "gamma2": 0.1, "tau": 1.0},
+    # Stage 1, scaled from the paper's 30k-step, 256-channel setting by stated rules (docs/differences.md S1–S4):
+    #  threshold 0.9 for the hard labels of every row (ST: ξ(p), PD: ξ(ω ⊙ p)) — one rule, one change per row;
+    #  λ: (1 − λ)·steps = 3, as (1 − 0.9999)·30k;  EMA encoder: horizon 1/(1 − m) = steps / 30, as 1000 of 30k;
+    #  τ = √(C / 256) = 0.354 for C = 32 channels: distances between GroupNorm'd features grow as √C;
+    #  SL: the official KL ÷ K (γ1 = 10 on the per-class-channel mean, effective 10/19)
+    "stage1": {"steps": 150, "lr": 5e-4, "proto_momentum": 0.98, "gamma1": 10.0, "gamma2": 0.1, "tau": 0.354,
+               "ema_momentum": 0.8, "threshold": 0.9, "official_kl_norm": True},
     # the student starts from the seed's ssl node (SimCLR on the unlabelled train images), not from its teacher
     "distill": {"rounds": 2, "steps": 150, "lr": 5e-4, "beta": 1.0, "student_init": "ssl"},
     # SimCLR at half resolution: 32×64 views cost ~1/4 of 64×128 ones, 0.31 s per step of 64 images (128 views)

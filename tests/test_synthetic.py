@@ -69,12 +69,14 @@ def test_sky_lies_above_road(sample, domain):
     assert rows[labels == SKY].mean() + 10 < rows[labels == ROAD].mean()
 
 
-def test_road_colour_differs_between_domains(sample):
+def test_road_keeps_its_colour_across_domains(sample):
+    """v3: road keeps its hue across domains (frequent classes stay separable across the shift)."""
     def road_rgb(domain):
         images, labels = sample[domain]
-        return images.transpose(0, 2, 3, 1)[labels == ROAD].astype(float).mean(0)  # (3,)
+        return images.transpose(0, 2, 3, 1)[labels == ROAD].astype(float)  # (n, 3)
 
-    assert np.abs(road_rgb("source") - road_rgb("target")).sum() > 30
+    src, tgt = road_rgb("source"), road_rgb("target")
+    assert 2 < np.abs(src.mean(0) - tgt.mean(0)).sum() < 30  # shifted, not swapped
 
 
 def test_class_frequencies_differ_between_domains(sample):

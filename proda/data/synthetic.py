@@ -35,7 +35,7 @@ from torch.utils.data import Dataset
 
 from proda.data.synthetic_scene import render
 
-SYNTHETIC_VERSION = "v2"  # bump whenever the drawing changes: caches are keyed by it
+SYNTHETIC_VERSION = "v3"  # bump whenever the drawing changes: caches are keyed by it
 DOMAINS = {"source": ("train", "val"), "target": ("train", "val")}
 _DOMAIN_ID = {"source": 0, "target": 1}
 _SPLIT_ID = {"train": 0, "val": 1}

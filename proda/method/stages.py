@@ -30,9 +30,9 @@ from proda.method.prototypes import PrototypeBank, proto_distances, rectify, pro
 IGNORE = 255
 
 
-def make_optimizer(model: nn.Module, cfg: Config, lr: float) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: Config, lr: float, head_lr_mult: float | None = None) -> torch.optim.Optimizer:
     o = cfg.optim
-    groups = model.param_groups(lr, o.head_lr_mult)
+    groups = model.param_groups(lr, o.head_lr_mult if head_lr_mult is None else head_lr_mult)
     if o.optimizer == "adam":
         return torch.optim.Adam(groups, lr=lr, weight_decay=o.weight_decay)
     return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
@@ -63,7 +63,7 @@ class StageBase:
         self.model = model.to(device)
         self.net = self._wrap(self.model)
         self.base_lr = getattr(cfg, self.lr_field).lr
-        self.opt = make_optimizer(self.model, cfg, self.base_lr)
+        self.opt = make_optimizer(self.model, cfg, self.base_lr, getattr(getattr(cfg, self.lr_field), "head_lr_mult", None))
         bs = cfg.data.batch_size // ddp.world_size() // cfg.optim.grad_accum
         if bs < 1:
             raise ValueError(f"data.batch_size={cfg.data.batch_size}: too small for {ddp.world_size()} ranks "
@@ -273,7 +273,7 @@ class Stage1(_TargetStage):
             omega = proto_weights(feat_w, self.bank.protos, s.tau)  # ω (n, K, h, w)
             y_hat, _ = rectify(soft_w, omega, threshold=s.threshold)  # ŷ = ξ(ω ⊙ p)
         else:
-            y_hat = self.hard_from_soft(soft_w, self.cfg.pseudo.threshold)
+            y_hat = self.hard_from_soft(soft_w, s.threshold)  # the same rule as ŷ: one change per row
         with self.autocast():
             if s.source_ce:
                 x, y = self.source_batch()

@@ -1,0 +1,115 @@
+"""Does the warm-up's target feature space support prototypical denoising? (issue 12, item 5)
+
+    python benchmarks/centroid_probe.py --study runs/default [--tau 1.0]
+
+For every finished adversarial warm-up node of a study folder (and its pseudo-label node), on *target
+train* at the model's output resolution (labels downsampled by nearest neighbour):
+
+* ``classifier``: pixel accuracy of the warm-up's argmax (what ST's hard labels are);
+* ``nearest_gt_centroid``: pixel accuracy of assigning each pixel to the nearest class centroid of the
+  warm-up's features computed under the *ground-truth* labels — the features cluster by class when this is
+  above ``classifier`` (a benchmark check, it uses target labels and trains nothing);
+* ``rectified``: accuracy of ξ(ω ⊙ p_{t,0}) with the prototypes PD really starts from (centroids under the
+  warm-up's own argmax, ``pseudo.pt``), i.e. what PD's denoising does at its first step;
+* per frequent class (≥ 3 % of target pixels): precision and recall of the hard pseudo labels;
+* the largest confusions (true → predicted, share of all pixels).
+
+Prints one JSON line per node. Nothing here is used for training or model selection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+try:
+    import proda  # noqa: F401
+except ImportError:
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import torch  # noqa: E402
+import torch.nn.functional as F  # noqa: E402
+
+from proda.config import Config  # noqa: E402
+from proda.data.augment import normalize  # noqa: E402
+from proda.data.classes import class_names  # noqa: E402
+from proda.engine import checkpoint as ckpt  # noqa: E402
+from proda.engine.data import eval_batches, open_split  # noqa: E402
+from proda.engine.nodes import load_model  # noqa: E402
+from proda.evaluation import ConfusionMatrix  # noqa: E402
+from proda.method.prototypes import CentroidAccumulator, proto_distances, proto_softmax, rectify  # noqa: E402
+
+
+def _accuracy(cm: ConfusionMatrix) -> float:
+    return round(100 * cm.pixel_accuracy(), 2)
+
+
+@torch.inference_mode()
+def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, batch: int = 100) -> dict:
+    model = load_model(cfg, model_dir).eval()
+    k = cfg.data.num_classes
+    split = open_split(cfg, "target", "train")
+    feats, probs, labels = [], [], []
+    for _, img, lab in eval_batches(split, batch):
+        o = model(normalize(img))
+        feats.append(o["feat"].float())
+        probs.append(o["out"].float().softmax(1))
+        labels.append(F.interpolate(lab[:, None].float(), size=o["out"].shape[-2:], mode="nearest")[:, 0].long())
+    feat, prob, lab = torch.cat(feats), torch.cat(probs), torch.cat(labels)  # (N,C,h,w) (N,K,h,w) (N,h,w)
+    gt_centroids = CentroidAccumulator(k, feat.shape[1])
+    gt_centroids.add(feat, lab)
+    protos_gt, counts_gt = gt_centroids.compute()
+    d = proto_distances(feat, protos_gt)  # (N, K, h, w)
+    d[:, counts_gt == 0] = float("inf")
+    cms = {name: ConfusionMatrix(k) for name in ("classifier", "nearest_gt_centroid", "rectified")}
+    hard = prob.max(1)[1]
+    cms["classifier"].update(hard, lab)
+    cms["nearest_gt_centroid"].update(d.min(1)[1], lab)
+    if pseudo_dir is not None:
+        pl = ckpt.load(pseudo_dir / "pseudo.pt")
+        omega = proto_softmax(proto_distances(feat, pl["protos"]), tau)
+        y_hat, _ = rectify(prob, omega)
+        cms["rectified"].update(y_hat, lab)
+    m = cms["classifier"].mat.double()
+    share = m.sum(1) / m.sum()
+    names = class_names(k)
+    frequent = {names[c]: {"share": round(100 * float(share[c]), 1),
+                           "precision": round(100 * float(m[c, c] / m[:, c].sum().clamp_min(1)), 1),
+                           "recall": round(100 * float(m[c, c] / m[c].sum().clamp_min(1)), 1)}
+                for c in range(k) if share[c] >= 0.03}
+    off = m.clone()
+    off.fill_diagonal_(0)
+    top = torch.topk(off.flatten(), 6)
+    confusions = [f"{names[int(i) // k]}→{names[int(i) % k]} {100 * float(v / m.sum()):.1f}%"
+                  for v, i in zip(top.values, top.indices)]
+    out = {name: _accuracy(cm) for name, cm in cms.items() if cm.mat.sum() > 0}
+    out["classifier_miou"] = round(100 * cms["classifier"].miou(), 2)
+    out["frequent"] = frequent
+    out["confusions"] = confusions
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--study", type=Path, required=True)
+    ap.add_argument("--tau", type=float, default=None, help="ω's temperature (default: the node config's stage1.tau)")
+    args = ap.parse_args()
+    torch.set_num_threads(2)
+    plan = json.loads((args.study / "plan.json").read_text())
+    nodes = plan["nodes"]
+    for nid, node in nodes.items():
+        cfg = Config.from_dict(node["config"])
+        if node["kind"] != "warmup" or cfg.warmup.kind != "adversarial" or not (args.study / "nodes" / nid / "done.json").is_file():
+            continue
+        pseudo = next((p for p, n in nodes.items() if n["kind"] == "pseudo" and n["inputs"].get("model") == nid
+                       and (args.study / "nodes" / p / "done.json").is_file()), None)
+        res = probe(cfg, args.study / "nodes" / nid, args.study / "nodes" / pseudo if pseudo else None,
+                    args.tau if args.tau is not None else cfg.stage1.tau)
+        print(json.dumps({"node": nid, "seed": cfg.seed, "synthetic_seed": cfg.data.synthetic_seed, **res}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
