@@ -1,8 +1,8 @@
 """Per-class IoU and mIoU from a confusion matrix kept on the tensors' device.
 
 ``ConfusionMatrix.update`` is one ``bincount`` (no numpy round trip, no host sync); ``all_reduce``
-sums the matrix over DDP ranks and is a no-op in one process. The 16- and 13-class SYNTHIA protocols
-are views of a 19-class matrix (:func:`protocol_iou`).
+sums the matrix over DDP ranks and is a no-op in one process. SYNTHIA's 13-class mIoU is a view of the
+16-class result (:func:`protocol_iou` with :func:`proda.data.classes.sub_protocol`).
 """
 
 from __future__ import annotations
@@ -70,9 +70,9 @@ def nanmean(x: torch.Tensor) -> float:
 
 
 def protocol_iou(iou: torch.Tensor, class_ids: Sequence[int]) -> torch.Tensor:
-    """The per-class IoU of a protocol (SYNTHIA's 16 or 13 classes) from a 19-class IoU vector.
+    """The per-class IoU of a smaller protocol's classes, given by their indices in ``iou``.
 
-    This is the usual protocol: the model predicts train ids in the 19-class space, ground truth
-    holds 255 outside the protocol's classes, and the protocol's mIoU averages its own classes only.
+    SYNTHIA's 13-class mIoU* is the mean over ``protocol_iou(iou16, sub_protocol(16, 13))`` of the same
+    16-class model's confusion matrix; a 19-class result gives the 16 or 13 with ``protocol_class_ids``.
     """
     return iou[torch.as_tensor(list(class_ids), device=iou.device)]

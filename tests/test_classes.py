@@ -15,6 +15,8 @@ from proda.data.classes import (
     class_names,
     protocol_class_ids,
     protocol_lut,
+    reported_protocols,
+    sub_protocol,
 )
 
 NAMES_19 = ("road", "sidewalk", "building", "wall", "fence", "pole", "traffic light", "traffic sign",
@@ -63,11 +65,30 @@ def test_protocol_class_ids_rejects_other_counts(bad):
         protocol_class_ids(bad)
 
 
-def test_protocol_lut_keeps_protocol_classes_only():
+def test_protocol_lut_maps_train_ids_to_positions_in_the_protocol():
     lut = protocol_lut(16)
     assert lut.shape == (256,) and lut.dtype == np.uint8
-    assert lut[0] == 0 and lut[13] == 13 and lut[9] == lut[14] == lut[16] == 255
+    assert lut[0] == 0 and lut[8] == 8 and lut[10] == 9 and lut[13] == 12  # road, vegetation, sky, car
+    assert lut[17] == 14 and lut[18] == 15  # motorcycle, bicycle: the last of the 16
+    assert lut[9] == lut[14] == lut[16] == 255  # terrain, truck, train
     assert (lut[19:] == 255).all()
+    assert [int(lut[c]) for c in SYNTHIA_16] == list(range(16))
+    assert [int(protocol_lut(13)[c]) for c in SYNTHIA_13] == list(range(13))
+    assert protocol_lut(19)[:19].tolist() == list(range(19))
+
+
+def test_sub_protocol_picks_the_13_out_of_the_16():
+    pos = sub_protocol(16, 13)
+    assert len(pos) == 13 and [class_names(16)[i] for i in pos] == list(class_names(13))
+    assert set(range(16)) - set(pos) == {3, 4, 5}  # wall, fence, pole
+    assert sub_protocol(19, 16) == SYNTHIA_16
+    with pytest.raises(ValueError, match="protocol 19 is not part of protocol 16"):
+        sub_protocol(16, 19)
+
+
+def test_reported_protocols():
+    assert reported_protocols(19) == (19,) and reported_protocols(16) == (16, 13)
+    assert reported_protocols(13) == (13,)
 
 
 def test_cityscapes_label_id_lut():

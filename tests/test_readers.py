@@ -54,10 +54,11 @@ def write_grey(path: Path, ids) -> None:
 # Cityscapes label ids → expected 19-space train ids
 CS_IDS = [[7, 26, 0, 255], [33, 8, 22, 27]]  # road car unlabeled void / bicycle sidewalk terrain truck
 CS_TRAIN = [[0, 13, 255, 255], [18, 1, 9, 14]]
-# SYNTHIA class ids → expected train ids under the 16 and 13 protocols
+# SYNTHIA class ids → expected protocol indices under the 16 (0 road … 9 sky … 12 car … 15 bicycle) and
+# 13 (0 road … 6 sky … 9 car … 12 bicycle) protocols
 SY_IDS = [[3, 8, 16, 21], [5, 1, 22, 0]]  # road car terrain wall / fence sky lanemarking void
-SY_16 = [[0, 13, 255, 3], [4, 10, 255, 255]]
-SY_13 = [[0, 13, 255, 255], [255, 10, 255, 255]]
+SY_16 = [[0, 12, 255, 3], [4, 9, 255, 255]]
+SY_13 = [[0, 9, 255, 255], [255, 6, 255, 255]]
 
 
 def make_gta5(root: Path, n: int = 2) -> Path:
@@ -130,9 +131,9 @@ def test_cityscapes_item_pairs_left_image_with_gtfine_label_ids(tmp_path):
 
 def test_cityscapes_under_synthia_protocols_ignores_other_classes(tmp_path):
     make_cityscapes(tmp_path)
-    # terrain (9) and truck (14) are outside the 16; no wall/fence/pole in CS_IDS
+    # terrain and truck are outside the 16; car and bicycle are the 16's classes 12 and 15
     label = open_dataset("cityscapes", tmp_path, "val", 16)[0]["label"]
-    assert label.tolist() == [[0, 13, 255, 255], [18, 1, 255, 255]]
+    assert label.tolist() == [[0, 12, 255, 255], [15, 1, 255, 255]]
     write_grey(tmp_path / "gtFine/val/lindau/lindau_000001_000019_gtFine_labelIds.png", [[12, 13, 17, 7]] * 2)
     assert open_dataset("cityscapes", tmp_path, "val", 13)[1]["label"].tolist() == [[255, 255, 255, 0]] * 2
     assert open_dataset("cityscapes", tmp_path, "val", 16)[1]["label"].tolist() == [[3, 4, 5, 0]] * 2

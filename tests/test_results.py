@@ -189,3 +189,43 @@ def test_mean_std_strings():
     assert R.mean_std([1.0, 2.0, 3.0]) == "2.00 ± 1.00 (n=3)"
     assert R.mean_std([5.0, math.nan]) == "5.00 ± – (n=1)"
     assert R.mean_std([]) == "–"
+
+
+def test_synthia_tables_give_miou_over_16_and_13_classes_of_the_same_models(tmp_path):
+    """A 16-class study: mIoU over the 16, mIoU* over the 13 (no wall, fence, pole) from the same evals."""
+    from proda.data.classes import class_names
+
+    root = tmp_path / "syn"
+    plan = expand(AblationSpec(name="syn", preset="smoke", variants=("source-only",), seeds=(0, 1),
+                               overrides={"data.source": "synthia", "data.target": "cityscapes",
+                                          "data.num_classes": 16, "data.source_root": "/s",
+                                          "data.target_root": "/t"}))
+    root.mkdir()
+    (root / "plan.json").write_text(plan.to_json())
+    names = class_names(16)
+    for r in plan.rows:
+        # wall, fence, pole score 0; the other 13 score 40 (seed 0) / 50 (seed 1); motorcycle never seen
+        ious = {n: 0.0 if n in ("wall", "fence", "pole") else 40.0 + 10 * r.seed for n in names}
+        ious["motorcycle"] = None
+        m16 = (12 * (40.0 + 10 * r.seed)) / 15
+        d = root / "nodes" / r.final
+        d.mkdir(parents=True)
+        (d / "metrics.jsonl").write_text(json.dumps({"step": 40, "kind": "eval", "miou": m16, "iou": ious}) + "\n")
+        (d / "done.json").write_text(json.dumps({"miou": m16, "iou": ious}))
+    df = R.collect(root)
+    assert R.class_columns(df) == list(names)
+    sc = R.scores(df)
+    assert list(sc["miou13"]) == [40.0, 50.0]  # nanmean over the 12 of the 13 with an IoU
+    (row,) = R.ablation_table(df)
+    assert row == {"variant": "source-only", "mIoU (16 classes)": "36.00 ± 5.66 (n=2)",
+                   R.MIOU13: "45.00 ± 7.07 (n=2)", "Δ": "–", "seeds": "2 of 2 seeds"}
+    headers, rows = R.per_class_table(df)
+    assert headers[-2:] == ["mIoU (16 classes)", R.MIOU13] and len(headers) == 1 + 16 + 2
+    assert rows[0][-1] == "45.00 ± 7.07 (n=2)" and rows[0][1 + names.index("motorcycle")] == "–"
+    best = R.ablation_table(df, "best")[0]
+    assert "mIoU (16 classes) (best eval step: model selection on target val)" in best
+
+
+def test_gta5_and_embedded_tables_have_one_miou_column(study):
+    assert "miou13" not in R.scores(R.collect(study)).columns
+    assert R.MIOU13 not in R.ablation_table(R.collect(study))[0]

@@ -8,6 +8,10 @@ Scores: a row (variant × axis values × seed) is scored by its FINAL node's eva
 its last eval step (``select="last"``) or its best one (``select="best"``: model selection on target val,
 and the tables say so). Variants are reported as mean ± sample std over the seeds whose final node is
 done, with the count; rows with missing, running or failed seeds say so instead of being dropped.
+
+SYNTHIA → Cityscapes studies (16-class models) get two mIoU columns, as the paper's tables: mIoU over
+the 16 classes and mIoU* over 13 (without wall, fence, pole), the 13 averaged from the same models'
+per-class IoU (:data:`MIOU13`). GTA5 → Cityscapes and the embedded benchmark report the 19.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Any
 import pandas as pd
 
 from proda.ablation.grid import Plan
+from proda.data.classes import class_names, sub_protocol
 
 # columns of the tidy table; the swept fields (one column each, dotted names) come after "seed"
 BASE_COLUMNS = ("study", "row", "variant", "seed", "node_id", "phase", "kind", "step", "class", "iou", "miou",
@@ -30,6 +35,9 @@ BASE_COLUMNS = ("study", "row", "variant", "seed", "node_id", "phase", "kind", "
 STATUSES = ("done", "running", "failed", "missing")
 MIOU = "mIoU"
 MIOU_BEST = "mIoU (best eval step: model selection on target val)"
+MIOU13 = "mIoU* (13 classes)"  # SYNTHIA studies: the 13-class view of the same 16-class models
+_SYNTHIA_16 = class_names(16)
+_SYNTHIA_13 = tuple(_SYNTHIA_16[i] for i in sub_protocol(16, 13))
 # the node kinds that train and evaluate, and the config section holding each one's `steps` (warmup+ runs
 # stage1.steps); ssl nodes train the backbone alone and, like pseudo-label nodes, have no evaluation
 TRAINING_KINDS = {"warmup": "warmup", "extend": "stage1", "stage1": "stage1", "distill": "distill"}
@@ -132,13 +140,20 @@ def class_columns(df: pd.DataFrame) -> list[str]:
     return [c for c in df["class"].dropna().unique()]  # in the order of the eval records: train-id order
 
 
+def has_miou13(classes) -> bool:
+    """Whether the per-class IoU are SYNTHIA's 16 classes: then the tables also give mIoU* over 13."""
+    return tuple(classes) == _SYNTHIA_16
+
+
 def is_null(v: Any) -> bool:
     return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
 
 
 def scores(df: pd.DataFrame, select: str = "last") -> pd.DataFrame:
     """One row per study row: variant, seed, axes, final node status, the selected eval step, mIoU and
-    the per-class IoU (NaN when the final node is not done or has no evaluation)."""
+    the per-class IoU (NaN when the final node is not done or has no evaluation); for SYNTHIA studies
+    also ``miou13``, the mean IoU over the 13 classes of the same evaluation (classes absent from both
+    prediction and ground truth are left out, as in :meth:`ConfusionMatrix.miou`)."""
     if select not in ("last", "best"):
         raise ValueError(f"select={select!r}: must be 'last' or 'best'")
     axes, classes = axis_columns(df), class_columns(df)
@@ -156,6 +171,8 @@ def scores(df: pd.DataFrame, select: str = "last") -> pd.DataFrame:
             at = ev[ev["step"] == step]
             rec.update(step=int(step), miou=float(per_step[step]))
             rec.update({c: float(v) for c, v in zip(at["class"], at["iou"]) if not is_null(c)})
+        if has_miou13(classes):
+            rec["miou13"] = nanmean(rec[c] for c in _SYNTHIA_13)
         out.append(rec)
     return pd.DataFrame(out)
 
@@ -199,8 +216,16 @@ def _fmt_axis(v: Any) -> str:
     return "" if is_null(v) else str(v)
 
 
-def _miou_header(select: str) -> str:
-    return MIOU_BEST if select == "best" else MIOU
+def _miou_header(select: str, sc: pd.DataFrame | None = None) -> str:
+    head = MIOU_BEST if select == "best" else MIOU
+    if sc is not None and "miou13" in sc.columns:  # SYNTHIA: say which of the paper's two columns it is
+        head = head.replace(MIOU, f"{MIOU} (16 classes)", 1)
+    return head
+
+
+def _miou13_cells(sc: pd.DataFrame, g: pd.DataFrame) -> dict[str, str]:
+    """``{MIOU13: "mean ± std (n=k)"}`` for SYNTHIA studies, else nothing."""
+    return {MIOU13: mean_std(g["miou13"])} if "miou13" in sc.columns else {}
 
 
 def ablation_table(df: pd.DataFrame, select: str = "last") -> list[dict]:
@@ -213,19 +238,21 @@ def ablation_table(df: pd.DataFrame, select: str = "last") -> list[dict]:
         m = nanmean(g["miou"])
         delta = "–" if (k is groups[0][0] or math.isnan(m) or math.isnan(base)) else f"{m - base:+.2f}"
         out.append({"variant": k["variant"], **{a: _fmt_axis(k.get(a)) for a in axes},
-                    _miou_header(select): mean_std(g["miou"]), "Δ": delta, "seeds": _seeds_note(g)})
+                    _miou_header(select, sc): mean_std(g["miou"]), **_miou13_cells(sc, g), "Δ": delta,
+                    "seeds": _seeds_note(g)})
     return out
 
 
 def per_class_table(df: pd.DataFrame, select: str = "last") -> tuple[list[str], list[list]]:
     """Per-class IoU (mean over seeds) and mIoU per variant row, like the paper's Table 1."""
     sc, axes, classes = scores(df, select), axis_columns(df), class_columns(df)
-    headers = ["variant", *axes, *classes, _miou_header(select)]
+    headers = ["variant", *axes, *classes, _miou_header(select, sc), *_miou13_cells(sc, sc)]
     rows = []
     for k, g in group_rows(sc, axes):
         cells = [nanmean(g[c]) for c in classes]
         rows.append([k["variant"], *(_fmt_axis(k.get(a)) for a in axes),
-                     *("–" if math.isnan(c) else f"{c:.2f}" for c in cells), mean_std(g["miou"])])
+                     *("–" if math.isnan(c) else f"{c:.2f}" for c in cells), mean_std(g["miou"]),
+                     *_miou13_cells(sc, g).values()])
     return headers, rows
 
 
@@ -239,9 +266,11 @@ def axis_tables(df: pd.DataFrame, select: str = "last") -> dict[str, tuple[list[
         groups = group_rows(sub, axes)
         others = [a for a in axes if a != f and any(a in k for k, _ in groups)]
         show_variant = len({k["variant"] for k, _ in groups}) > 1
-        headers = [*(["variant"] if show_variant else []), *others, f, _miou_header(select), "seeds"]
+        headers = [*(["variant"] if show_variant else []), *others, f, _miou_header(select, sc),
+                   *_miou13_cells(sc, sc), "seeds"]
         rows = [[*([k["variant"]] if show_variant else []), *(_fmt_axis(k.get(a)) for a in others),
-                 _fmt_axis(k[f]), mean_std(g["miou"]), _seeds_note(g)] for k, g in groups]
+                 _fmt_axis(k[f]), mean_std(g["miou"]), *_miou13_cells(sc, g).values(), _seeds_note(g)]
+                for k, g in groups]
         out[f] = (headers, rows)
     return out
 

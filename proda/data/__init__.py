@@ -1,7 +1,7 @@
 """Datasets: class tables (19/16/13), GTA5 / SYNTHIA / Cityscapes readers and the embedded synthetic
 benchmark, all behind :func:`open_dataset`.
 
-Labels are always 19-space train ids (255 = ignore); see :mod:`proda.data.classes`.
+Labels are protocol indices (the train ids under 19 classes; 255 = ignore); see :mod:`proda.data.classes`.
 """
 
 from .classes import (

@@ -1,8 +1,11 @@
 """Class tables: the 19 Cityscapes train classes, SYNTHIA's 16/13-class protocols, id → train-id LUTs.
 
-Every label in this project is a *train id in the 19-class space* (0 road … 18 bicycle, 255 ignore),
-whatever the protocol: under the SYNTHIA protocols the classes outside the protocol are simply 255, and
-a protocol's mIoU is a view of the 19-class confusion matrix (:func:`proda.evaluation.protocol_iou`).
+Every label in this project is a *protocol index*: the position of its class in the protocol's class
+list (:func:`protocol_class_ids`), 255 = ignore. Under the 19-class protocol (GTA5, the embedded
+benchmark) that is the Cityscapes train id (0 road … 18 bicycle); under SYNTHIA's 16 it is 0 road …
+15 bicycle, and the model, discriminator, prototypes and confusion matrix have K = 16 channels, as in
+the official ProDA code (docs/differences.md says why not DAFormer's 19-output model). SYNTHIA's
+13-class mIoU is a view of the 16-class result (:func:`sub_protocol`), not a second training.
 
 The Cityscapes table is read from ``torchvision.datasets.Cityscapes.classes`` rather than retyped.
 The SYNTHIA-RAND-CITYSCAPES ids follow the dataset's README and the official ProDA loader
@@ -76,11 +79,28 @@ def class_names(num_classes: int) -> tuple[str, ...]:
 
 
 def protocol_lut(num_classes: int) -> np.ndarray:
-    """(256,) uint8 train id → train id, with the classes outside the protocol (and 19..254) → 255."""
+    """(256,) uint8 19-space train id → protocol index (its position in the protocol's class list);
+    the classes outside the protocol (and 19..254) → 255. The identity on 0..18 for 19."""
     lut = np.full(256, IGNORE_INDEX, dtype=np.uint8)
     keep = np.array(protocol_class_ids(num_classes), dtype=np.int64)
-    lut[keep] = keep
+    lut[keep] = np.arange(len(keep))
     return _readonly(lut)
+
+
+def sub_protocol(num_classes: int, sub: int) -> tuple[int, ...]:
+    """The protocol indices (under ``num_classes``) of the classes of the smaller protocol ``sub``:
+    ``sub_protocol(16, 13)`` picks SYNTHIA's 13 classes out of a 16-class result."""
+    outer, inner = protocol_class_ids(num_classes), protocol_class_ids(sub)
+    if not set(inner) <= set(outer):
+        raise ValueError(f"protocol {sub} is not part of protocol {num_classes}")
+    return tuple(outer.index(c) for c in inner)
+
+
+def reported_protocols(num_classes: int) -> tuple[int, ...]:
+    """The mIoU columns a model of ``num_classes`` outputs is reported under: 19 → (19,), SYNTHIA's 16 →
+    (16, 13) (the paper's mIoU and mIoU*), 13 → (13,)."""
+    protocol_class_ids(num_classes)  # validates
+    return (16, 13) if num_classes == 16 else (num_classes,)
 
 
 # --- SYNTHIA-RAND-CITYSCAPES ----------------------------------------------------------------------
@@ -124,3 +144,4 @@ def _synthia_lut() -> np.ndarray:
 
 
 SYNTHIA_ID_TO_TRAIN_ID: np.ndarray = _synthia_lut()  # (256,) uint8: SYNTHIA class id → 19-space train id
+# (the readers then apply protocol_lut(16 or 13) to reach the protocol index)

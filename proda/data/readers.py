@@ -1,7 +1,7 @@
 """Readers for GTA5, Cityscapes and SYNTHIA-RAND-CITYSCAPES, and :func:`open_dataset`, the one entry.
 
-Items are ``{'image': (3, H, W) float32 in [0, 1] (not normalised), 'label': (H, W) int64 train ids in
-the 19-class space (255 = ignore), 'name': str}`` at the files' own resolution, without augmentation.
+Items are ``{'image': (3, H, W) float32 in [0, 1] (not normalised), 'label': (H, W) int64 protocol indices
+(19: the train ids; SYNTHIA's 16/13: positions in the protocol's class list; 255 = ignore), 'name': str}`` at the files' own resolution, without augmentation.
 ``name`` is the image's path relative to the dataset root, with ``/`` separators.
 
 Layout problems are found in the constructor (cheap: directory listings only) and file problems when an
@@ -92,8 +92,8 @@ def check_png(path: Path, full: bool = False) -> None:
 class LabelledImages(Dataset):
     """(image, label) file pairs under ``root``; subclasses give the layout and the id table.
 
-    ``num_classes`` picks the protocol (19, or SYNTHIA's 16/13): ids stay in the 19-class space and the
-    classes outside the protocol become 255.
+    ``num_classes`` picks the protocol (19, or SYNTHIA's 16/13): labels are protocol indices
+    (:func:`proda.data.classes.protocol_lut`) and the classes outside the protocol become 255.
     """
 
     layout = ""  # for messages: "GTA5 layout: images/, labels/"
@@ -119,8 +119,8 @@ class LabelledImages(Dataset):
         self.pairs: list[tuple[Path, Path]] = self._find_pairs()
         if not self.pairs:
             raise DataError(f"data.root '{self.root}' has no images for split {split!r} (expected {self.layout})")
-        # raw id → train id → protocol, one (256,) int64 table; indexing it maps a whole label at once.
-        self.lut = torch.from_numpy(protocol_lut(num_classes)[self.id_lut].astype(np.int64))
+        # raw id → train id → protocol index, one (256,) uint8 table; indexing it maps a whole label at once.
+        self.lut = torch.from_numpy(protocol_lut(num_classes)[self.id_lut].copy())
 
     # -- layout -----------------------------------------------------------------------------------
 
@@ -151,9 +151,17 @@ class LabelledImages(Dataset):
         return len(self.pairs)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
+        img, label = self.read(index)
+        name = self.pairs[index][0].relative_to(self.root).as_posix()
+        return {"image": img.float().div_(255.0), "label": label.long(), "name": name}
+
+    def read(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(image (3, H, W) uint8, label (H, W) uint8 protocol indices, 255 = ignore) of item ``index``:
+        what the input pipeline's workers ship (a quarter of the bytes of float / int64)."""
         img_path, lbl_path = self.pairs[index]
         img = _decode(img_path, label=False)  # (3, H, W) uint8 (uint16 for 16-bit PNGs)
-        img = img.float().div_(65535.0 if img.dtype == torch.uint16 else 255.0)
+        if img.dtype != torch.uint8:  # 16-bit RGB: to 8 bits, rounding (65535 / 255 = 257)
+            img = img.to(torch.int32).add_(128).div_(257, rounding_mode="floor").to(torch.uint8)
         raw = _decode(lbl_path, label=True)  # (C, H', W'); the id is in channel 0
         if raw.shape[0] not in self.label_channels:
             raise DataError(f"label '{lbl_path}' has {raw.shape[0]} channels (expected {self._label_format()})")
@@ -172,9 +180,7 @@ class LabelledImages(Dataset):
                                 f"{ids.shape[1]}x{ids.shape[0]} (expected the same size)")
             # nearest-exact samples pixel centres, as PIL's NEAREST resize in the official loader
             ids = F.interpolate(ids[None, None].float(), size=(h, w), mode="nearest-exact")[0, 0].long()
-        label = self.lut[ids]  # (H, W) int64 train ids, 255 = ignore / outside the protocol
-        name = img_path.relative_to(self.root).as_posix()
-        return {"image": img, "label": label, "name": name}
+        return img, self.lut[ids]  # (H, W) uint8 protocol indices, 255 = ignore / outside the protocol
 
     def check_files(self, decode: int = 8) -> None:
         """Before training: every file of every pair is a complete PNG (:func:`check_png`), and
@@ -256,7 +262,7 @@ _READERS = {"gta5": GTA5, "cityscapes": Cityscapes, "synthia": Synthia}
 
 
 class _ProtocolView(Dataset):
-    """A 19-class dataset seen under a 16/13-class protocol: other classes' labels become 255."""
+    """A 19-class dataset seen under a 16/13-class protocol: protocol indices, other classes 255."""
 
     def __init__(self, base: Dataset, num_classes: int):
         self.base, self.num_classes = base, num_classes

@@ -3,23 +3,34 @@
 The stream's order depends only on (seed, epoch): rank r of W takes every W-th index of the epoch's
 permutation (a DistributedSampler without its hidden state), so a checkpoint needs just (epoch,
 position) to resume the exact same batches.
+
+Real datasets are read by a :class:`torch.utils.data.DataLoader` with ``data.num_workers`` worker
+processes: they decode the PNGs (torchvision's decoders), resize to ``data.full_size`` and ship uint8
+batches, ``prefetch_factor`` batches each ahead of the training thread, into pinned memory on CUDA. The
+loader is fed the stream's own index batches (its ``batch_sampler``) from the current (epoch, position)
+on, and an item depends on its index only, so what it delivers is the same with 0 or N workers and
+after a resume. The embedded benchmark is held in memory and indexed directly (no loader, no workers).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Iterable, Iterator
 
 import torch
 import torch.nn.functional as F
+from torch.utils.data import DataLoader
 
 from proda.config import Config
+from proda.data.readers import DataError
 from proda.engine import distributed as ddp
 
 
 @dataclass
 class Split:
     """One split of one domain. ``images`` (N,3,H,W) uint8 and ``labels`` (N,H,W) uint8 when held in
-    memory (the embedded benchmark); otherwise ``dataset`` is read on demand and resized."""
+    memory (the embedded benchmark); otherwise ``dataset`` (a :class:`proda.data.LabelledImages`) is
+    read by a DataLoader with ``num_workers`` processes, into pinned memory when ``pin_memory``."""
 
     name: str
     size: int
@@ -27,6 +38,9 @@ class Split:
     images: torch.Tensor | None = None
     labels: torch.Tensor | None = None
     dataset: torch.utils.data.Dataset | None = None
+    num_workers: int = 0
+    pin_memory: bool = False
+    prefetch_factor: int = 2  # batches each worker has ready ahead of the training thread
 
     def get(self, idx: torch.Tensor, with_labels: bool = True, resize_labels: bool = True):
         """(images float (n,3,H,W) in [0,1], labels int64 (n,h,w) or None) for the indices ``idx``."""
@@ -34,27 +48,80 @@ class Split:
             img = self.images[idx].float().div_(255.0)
             lab = self.labels[idx].long() if with_labels and self.labels is not None else None
             return img, lab
-        items = [self.dataset[int(i)] for i in idx]
-        img = torch.stack([_resize_image(it["image"], self.full_size) for it in items])
-        lab = None
-        if with_labels:
-            labs = [it["label"] for it in items]
-            if resize_labels:
-                labs = [_resize_label(lb, self.full_size) for lb in labs]
-            lab = torch.stack(labs)
-        return img, lab
+        items = _Items(self.dataset, self.full_size, with_labels, resize_labels)  # one batch: in this thread
+        _, img, lab = _collate([items[int(i)] for i in idx])
+        return _as_float(img, lab)
+
+    def loader(self, batches: Iterable[torch.Tensor], with_labels: bool = True,
+               resize_labels: bool = True) -> DataLoader:
+        """A DataLoader of a real dataset over the index batches ``batches`` (any iterable, endless
+        included): yields (indices (n,), images uint8 (n,3,H,W), labels uint8 (n,h,w) or None)."""
+        items = _Items(self.dataset, self.full_size, with_labels, resize_labels)
+        workers = self.num_workers
+        return DataLoader(items, batch_sampler=_Batches(batches), num_workers=workers, collate_fn=_collate,
+                          pin_memory=self.pin_memory, prefetch_factor=self.prefetch_factor if workers else None,
+                          worker_init_fn=_one_thread if workers else None,
+                          # its own generator: creating an iterator must not draw from the global RNG
+                          generator=torch.Generator().manual_seed(0))
 
 
-def _resize_image(img: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(img.shape[-2:]) == tuple(size):
-        return img
-    return F.interpolate(img[None], size=size, mode="bilinear", align_corners=False, antialias=True)[0]
+class _Batches:
+    """A ``batch_sampler`` over given index batches (``DataLoader`` asks for an iterable of lists)."""
+
+    def __init__(self, batches: Iterable[torch.Tensor]):
+        self.batches = batches
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return (b.tolist() for b in self.batches)
 
 
-def _resize_label(lab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    if tuple(lab.shape[-2:]) == tuple(size):
-        return lab
-    return F.interpolate(lab[None, None].float(), size=size, mode="nearest")[0, 0].long()
+class _Items(torch.utils.data.Dataset):
+    """Index → (index, image uint8 (3,H,W) at full size, label uint8 (full size, or the file's own
+    size when not ``resize_labels``) or None): the work a loader worker does for one item."""
+
+    def __init__(self, dataset, full_size, with_labels: bool, resize_labels: bool):
+        self.dataset, self.full_size = dataset, tuple(full_size)
+        self.with_labels, self.resize_labels = with_labels, resize_labels
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, i: int):
+        try:
+            img, lab = self.dataset.read(i)  # (3, H, W) uint8, (H, W) uint8
+        except DataError as e:  # shipped as a value: a worker's own exception would come back with its traceback
+            return i, e, None
+        if tuple(img.shape[-2:]) != self.full_size:
+            # uint8 in, uint8 out (round half up): the vectorised CPU kernel torchvision's resize uses
+            img = F.interpolate(img[None], size=self.full_size, mode="bilinear", align_corners=False,
+                                antialias=True)[0]
+        if not self.with_labels:
+            return i, img, None
+        if self.resize_labels and tuple(lab.shape) != self.full_size:
+            lab = F.interpolate(lab[None, None], size=self.full_size, mode="nearest")[0, 0]
+        return i, img, lab
+
+
+def _collate(items):
+    """(indices, images, labels or None); a reader's error (caught in the worker) travels as the batch's
+    images and is raised by :func:`_as_float` in the training process, as the reader's one line."""
+    errors = [it[1] for it in items if isinstance(it[1], DataError)]
+    if errors:
+        return None, errors[0], None
+    idx = torch.tensor([it[0] for it in items], dtype=torch.int64)
+    img = torch.stack([it[1] for it in items])
+    lab = None if items[0][2] is None else torch.stack([it[2] for it in items])
+    return idx, img, lab
+
+
+def _one_thread(_worker_id: int) -> None:
+    torch.set_num_threads(1)  # N workers × 1 thread: no oversubscription of the node's cores
+
+
+def _as_float(img: torch.Tensor | DataError, lab: torch.Tensor | None):
+    if isinstance(img, DataError):
+        raise img
+    return img.float().div_(255.0), None if lab is None else lab.long()
 
 
 def synthetic_spec(cfg: Config):
@@ -85,7 +152,8 @@ def open_split(cfg: Config, domain: str, split: str) -> Split:
             labels = F.interpolate(labels[:, None].float(), size=d.full_size, mode="nearest")[:, 0].to(torch.uint8)
         return Split(f"{name}/{split}", len(images), d.full_size, images=images, labels=labels)
     ds = _open_real(cfg, domain, split)
-    return Split(f"{name}/{split}", len(ds), d.full_size, dataset=ds)
+    cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+    return Split(f"{name}/{split}", len(ds), d.full_size, dataset=ds, num_workers=d.num_workers, pin_memory=cuda)
 
 
 def _open_real(cfg: Config, domain: str, split: str):
@@ -109,12 +177,17 @@ def check_data(cfg: Config) -> None:
 
 
 class BatchStream:
-    """Endless, sharded, resumable batches of a :class:`Split` (indices drawn without replacement per epoch)."""
+    """Endless, sharded, resumable batches of a :class:`Split` (indices drawn without replacement per epoch).
+
+    (epoch, pos) counts the batches handed out by :meth:`next`; a real dataset's loader reads ahead of
+    it, from a copy of the order started at that point, and is restarted there after a resume.
+    """
 
     def __init__(self, split: Split, batch_size: int, seed: int, with_labels: bool = True):
         self.split, self.batch_size, self.seed, self.with_labels = split, batch_size, seed, with_labels
         self.epoch, self.pos = 0, 0
         self._order: torch.Tensor | None = None
+        self._loaded: Iterator | None = None  # the loader's iterator (real datasets), from (epoch, pos)
         per_rank = split.size // ddp.world_size()
         if per_rank < batch_size:
             raise ValueError(
@@ -122,43 +195,69 @@ class BatchStream:
                 f"on {ddp.world_size()} ranks"
             )
 
-    def _epoch_order(self) -> torch.Tensor:
-        if self._order is None:
-            g = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-            perm = torch.randperm(self.split.size, generator=g)
-            w = ddp.world_size()
-            per_rank = self.split.size // w
-            self._order = perm[ddp.rank():per_rank * w:w]  # (per_rank,) this rank's share
-        return self._order
+    def _epoch_order(self, epoch: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch)
+        perm = torch.randperm(self.split.size, generator=g)
+        w = ddp.world_size()
+        per_rank = self.split.size // w
+        return perm[ddp.rank():per_rank * w:w]  # (per_rank,) this rank's share
+
+    def _batches(self, epoch: int, pos: int) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """Endless (epoch, pos, indices) from (epoch, pos) on; an epoch's last partial batch is dropped."""
+        per_epoch = (self.split.size // ddp.world_size()) // self.batch_size
+        while True:
+            order = self._epoch_order(epoch)
+            for p in range(pos, per_epoch):
+                yield epoch, p, order[p * self.batch_size:(p + 1) * self.batch_size]
+            epoch, pos = epoch + 1, 0
 
     def next_indices(self) -> torch.Tensor:
-        order = self._epoch_order()
-        if (self.pos + 1) * self.batch_size > len(order):
+        per_epoch = (self.split.size // ddp.world_size()) // self.batch_size
+        if self.pos >= per_epoch:
             self.epoch, self.pos, self._order = self.epoch + 1, 0, None
-            order = self._epoch_order()
-        idx = order[self.pos * self.batch_size:(self.pos + 1) * self.batch_size]
+        if self._order is None:
+            self._order = self._epoch_order(self.epoch)
+        idx = self._order[self.pos * self.batch_size:(self.pos + 1) * self.batch_size]
         self.pos += 1
         return idx
 
     def next(self):
         """(indices (n,), images float (n,3,H,W), labels int64 (n,H,W) or None)."""
-        idx = self.next_indices()
-        img, lab = self.split.get(idx, with_labels=self.with_labels)
+        if self.split.images is not None:  # in memory: index it, no loader
+            idx = self.next_indices()
+            img, lab = self.split.get(idx, with_labels=self.with_labels)
+            return idx, img, lab
+        if self._loaded is None:
+            batches = (b for _, _, b in self._batches(self.epoch, self.pos))
+            self._loaded = iter(self.split.loader(batches, self.with_labels))
+        want = self.next_indices()
+        idx, img, lab = next(self._loaded)
+        img, lab = _as_float(img, lab)
+        if not torch.equal(idx, want):  # the loader follows the stream's order, always
+            raise RuntimeError(f"{self.split.name}: loader delivered {idx.tolist()}, expected {want.tolist()}")
         return idx, img, lab
+
+    def close(self) -> None:
+        """Stops the loader's workers (they are also stopped when the stream is garbage-collected)."""
+        self._loaded = None
 
     def state_dict(self) -> dict:
         return {"epoch": self.epoch, "pos": self.pos}
 
     def load_state_dict(self, st: dict) -> None:
         self.epoch, self.pos, self._order = int(st["epoch"]), int(st["pos"]), None
+        self.close()  # the loader read ahead from the old position: start it again at the new one
 
 
 def eval_batches(split: Split, batch_size: int, max_images: int | None = None):
     """This rank's shard of a split in order, for evaluation and pseudo-labelling: yields (indices, images, labels)."""
     n = split.size if max_images is None else min(split.size, max_images)
     idx_all = torch.arange(ddp.rank(), n, ddp.world_size())
-    for s in range(0, len(idx_all), batch_size):
-        idx = idx_all[s:s + batch_size]
-        img, lab = split.get(idx, with_labels=split.labels is not None or split.dataset is not None,
-                             resize_labels=False)
-        yield idx, img, lab
+    batches = [idx_all[s:s + batch_size] for s in range(0, len(idx_all), batch_size)]
+    if split.images is not None:
+        for idx in batches:
+            img, lab = split.get(idx, with_labels=split.labels is not None, resize_labels=False)
+            yield idx, img, lab
+        return
+    for idx, img, lab in split.loader(batches, with_labels=True, resize_labels=False):
+        yield (idx, *_as_float(img, lab))

@@ -1,0 +1,112 @@
+"""The input pipeline on real-layout trees: a DataLoader with worker processes delivers exactly the
+batches of the in-thread path, a chain stopped mid-epoch and resumed is bit-identical with workers,
+and a bad file is still one line naming it when a worker finds it."""
+
+import numpy as np
+import pytest
+import torch
+
+import trees
+from proda.data import DataError
+from proda.engine import checkpoint as ckpt
+from proda.engine.data import BatchStream, eval_batches, open_split
+from proda.presets import make_config
+from proda.train import run_chain
+
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("real")
+    trees.make_gta5(root / "gta5", n=10)
+    trees.make_cityscapes(root / "cityscapes", n_train=8, n_val=4)
+    return root
+
+
+def gta5_config(root, workers=0, variant="pd+sl", **over):
+    base = {"data.source": "gta5", "data.target": "cityscapes", "data.num_classes": 19,
+            "data.source_root": str(root / "gta5"), "data.target_root": str(root / "cityscapes"),
+            "data.full_size": [32, 64], "data.crop": [32, 64], "data.batch_size": 2, "data.num_workers": workers,
+            "warmup.steps": 7, "stage1.steps": 4, "checkpoint_interval": 1, "log_interval": 2,
+            "eval.interval": 1000, "eval.batch_size": 4, "optim.optimizer": "sgd"}
+    return make_config("smoke", variant, 0, {**base, **over})
+
+
+def _drain(stream, n):
+    return [stream.next() for _ in range(n)]
+
+
+def test_workers_deliver_the_in_thread_batches_in_the_stream_order(data_root):
+    """10 images, batches of 3: 3 per epoch; 8 batches cross two epoch boundaries."""
+    batches = {}
+    for workers in (0, 2):
+        split = open_split(gta5_config(data_root, workers), "source", "train")
+        assert split.num_workers == workers and split.images is None
+        batches[workers] = _drain(BatchStream(split, 3, seed=5), 8)
+    for (i0, x0, y0), (i2, x2, y2) in zip(batches[0], batches[2]):
+        assert torch.equal(i0, i2) and torch.equal(x0, x2) and torch.equal(y0, y2)
+        assert x0.shape == (3, 3, 32, 64) and x0.dtype == torch.float32 and y0.dtype == torch.int64
+    # what the loader delivers is what Split.get (one batch, in this thread) reads
+    split = open_split(gta5_config(data_root, 0), "source", "train")
+    img, lab = split.get(batches[0][4][0])
+    assert torch.equal(img, batches[0][4][1]) and torch.equal(lab, batches[0][4][2])
+    # every train id is in the tree and comes through (the resized last label included)
+    seen = torch.cat([y.flatten() for _, _, y in batches[0]]).unique().tolist()
+    assert seen == [*range(19), 255]
+
+
+def test_stream_restarts_its_loader_at_the_restored_position(data_root):
+    split = open_split(gta5_config(data_root, 2), "source", "train")
+    straight = _drain(BatchStream(split, 3, seed=1), 6)
+    first = BatchStream(split, 3, seed=1)
+    _drain(first, 4)  # mid-epoch 1; its loader has read ahead
+    resumed = BatchStream(split, 3, seed=1)
+    resumed.load_state_dict(first.state_dict())
+    for (ia, xa, _), (ib, xb, _) in zip(straight[4:], _drain(resumed, 2)):
+        assert torch.equal(ia, ib) and torch.equal(xa, xb)
+    first.close()
+
+
+def test_eval_batches_through_workers_keep_the_labels_at_the_files_size(data_root):
+    val = open_split(gta5_config(data_root, 2), "target", "val")
+    out = list(eval_batches(val, 3))
+    assert [len(i) for i, _, _ in out] == [3, 1]
+    assert out[0][1].shape == (3, 3, 32, 64) and out[0][2].shape == (3, 48, 96)
+    ref = list(eval_batches(open_split(gta5_config(data_root, 0), "target", "val"), 3))
+    assert all(torch.equal(a[2], b[2]) and torch.equal(a[1], b[1]) for a, b in zip(out, ref))
+
+
+@pytest.mark.slow
+def test_chain_stopped_mid_epoch_and_resumed_with_workers_is_bit_identical(tmp_path, data_root):
+    """warm-up (7 steps of 2 from 10 images: epochs of 5 batches) stopped after 3 and 6, then
+    stage 1 stopped after 3 of 4: the same weights as a straight run, and as a straight run with 0 workers."""
+    log = lambda s: None  # noqa: E731
+    cfg = gta5_config(data_root, workers=2)
+    run_chain(cfg, tmp_path / "straight", log=log)
+    run_chain(gta5_config(data_root, workers=0), tmp_path / "in-thread", log=log)
+    out = tmp_path / "interrupted"
+    run_chain(cfg, out, log=log, stop_after_steps=3)  # warm-up: mid-epoch 1 (3 of 5 batches)
+    run_chain(cfg, out, resume=True, log=log, stop_after_steps=3)  # warm-up: 6, mid-epoch 2
+    assert not (out / "warmup" / "done.json").exists()
+    run_chain(cfg, out, resume=True, log=log, stop_after_steps=3)  # warm-up ends (7), stage 1 stops at 3 of 4
+    assert (out / "warmup" / "done.json").exists() and not (out / "stage1" / "done.json").exists()
+    run_chain(cfg, out, resume=True, log=log)
+    for node in ("warmup", "stage1"):
+        a = ckpt.load(tmp_path / "straight" / node / "model.pt")["model"]
+        for other in ("interrupted", "in-thread"):
+            b = ckpt.load(tmp_path / other / node / "model.pt")["model"]
+            for k in a:
+                assert torch.equal(a[k], b[k]), f"{other}/{node}: {k} differs"
+
+
+def test_a_bad_label_found_by_a_worker_is_one_line_naming_the_file(tmp_path):
+    root = trees.make_gta5(tmp_path / "gta5", n=4)
+    trees.make_cityscapes(tmp_path / "cityscapes", n_train=4, n_val=2)
+    bad = root / "labels" / "00002.png"
+    trees.write_raw_png(bad, np.full((40, 72), 40, np.uint8), palette=True)
+    split = open_split(gta5_config(tmp_path, workers=2, **{"data.batch_size": 4}), "source", "train")
+    with pytest.raises(DataError) as err:
+        BatchStream(split, 4, seed=0).next()
+    assert str(err.value) == (f"label '{bad}' holds id 40 outside the class table "
+                              f"(ids found: [40]; expected a 1-channel PNG of label ids 0..33 or 255)")
