@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -167,4 +168,5 @@ def test_ray_start_head_with_the_configs_flags(config):
         for pid in left:
             os.kill(pid, signal.SIGKILL)
         log.close()
+        shutil.rmtree(tmp, ignore_errors=True)
     assert not left, f"processes of the head left after it was stopped: {left}"
