@@ -15,7 +15,7 @@
 # Exits non-zero on the first failure, with the log of the failing step. Cleans up after itself on any
 # exit (sshd, the user and its home, the ACLs it added); KEEP=1 keeps the user and its home for a look.
 # Needs root and Debian/Ubuntu (apt). Environment: PYTHON (interpreter with ray and the project's
-# dependencies; default python3), RAYUP_USER (default proda-rayup), WORK (launcher scratch and logs,
+# dependencies, e.g. a virtual environment's bin/python as .ci/run gives it; default python3), RAYUP_USER (default proda-rayup), WORK (launcher scratch and logs,
 # default /tmp/proda-rayup-e2e), RAYUP_PORT (GCS port, default 6390; the next ports are derived from it).
 set -euo pipefail
 
@@ -132,14 +132,17 @@ ssh-keygen -q -t ed25519 -N '' -C "$RUSER@rayup-e2e" -f "$WORK/ssh/id_ed25519"
 ssh-keygen -q -t ed25519 -N '' -f "$WORK/ssh/host_key"
 install -d -o "$RUSER" -g "$RUSER" -m 700 "$H/.ssh"
 install -o "$RUSER" -g "$RUSER" -m 600 "$WORK/ssh/id_ed25519.pub" "$H/.ssh/authorized_keys"
-# the interpreter may live in root's home (pyenv): execute-only ACLs on the directories the user cannot
-# traverse, undone on exit
-d=""
-for part in $(echo "$PYEXE" | tr '/' ' '); do
-  d="$d/$part"; [ -d "$d" ] || continue
-  if ! su "$RUSER" -s /bin/sh -c "test -x '$d'"; then
-    setfacl -m "u:$RUSER:--x" "$d"; echo "$d" >> "$ACL_FILE"; log "ACL u:$RUSER:--x on $d (removed on exit)"
-  fi
+# the interpreter, or the base interpreter of a virtual environment (its symlink target and standard
+# library), may live in root's home (pyenv): execute-only ACLs on the directories the user cannot traverse,
+# undone on exit
+for path in "$PYEXE" "$(readlink -f "$PYEXE")" "$("$PYEXE" -c 'import sys; print(sys.base_prefix)')"; do
+  d=""
+  for part in $(echo "$path" | tr '/' ' '); do
+    d="$d/$part"; [ -d "$d" ] || continue
+    if ! su "$RUSER" -s /bin/sh -c "test -x '$d'"; then
+      setfacl -m "u:$RUSER:--x" "$d"; echo "$d" >> "$ACL_FILE"; log "ACL u:$RUSER:--x on $d (removed on exit)"
+    fi
+  done
 done
 su - "$RUSER" -s /bin/bash -c "'$PYEXE' -c 'import ray, torch, yaml'" > "$WORK/python-check.log" 2>&1 \
   || fail "user $RUSER cannot run $PYEXE with ray and torch" "$WORK/python-check.log"
