@@ -366,7 +366,7 @@ PAPER_SPEC = AblationSpec(name="paper", preset="paper-gta5", variants=TABLE3_VAR
 # three one-axis sweeps around the preset (λ = stage1.proto_momentum, γ1, γ2), not their cross product
 SENSITIVITY_SPEC = AblationSpec(
     name="sensitivity", preset="synthetic", variants=("pd+sl",), seeds=(0, 1, 2),
-    axes=[{"stage1.proto_momentum": [0.9, 0.99, 0.999, 0.9999]},
+    axes=[{"stage1.proto_momentum": [0.9, 0.95, 0.98, 0.995]},
           {"stage1.gamma1": [0.0, 1.0, 5.0, 10.0, 20.0]},
           {"stage1.gamma2": [0.0, 0.05, 0.1, 0.2]}])
 BUILTIN_SPECS = {"default": DEFAULT_SPEC, "smoke": SMOKE_SPEC, "paper": PAPER_SPEC, "sensitivity": SENSITIVITY_SPEC}
