@@ -1,9 +1,7 @@
 """GTA5 / Cityscapes / SYNTHIA readers on tiny trees in the real layouts, and every error they report."""
 
-import struct
 import sys
 import types
-import zlib
 from pathlib import Path
 
 import numpy as np
@@ -17,26 +15,7 @@ from proda.data import DATASETS, DataError, open_dataset
 # torchvision 0.29 deprecates its image codecs (for TorchCodec, not a dependency) and warns on every call.
 pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
 
-# --- a tiny PNG writer: torchvision cannot write 16-bit or palette PNGs ----------------------------
-
-
-def _chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def write_raw_png(path: Path, arr: np.ndarray, bit_depth: int = 8, palette: bool = False) -> None:
-    """``arr``: (H, W) or (H, W, C) of uint8/uint16. Colour type 0 grey, 2 RGB, 3 palette (indices)."""
-    arr = arr if arr.ndim == 3 else arr[:, :, None]
-    h, w, c = arr.shape
-    colour_type = 3 if palette else {1: 0, 3: 2}[c]
-    dtype = ">u2" if bit_depth == 16 else "u1"
-    rows = b"".join(b"\x00" + arr[y].astype(dtype).tobytes() for y in range(h))  # filter 0 per row
-    body = _chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, bit_depth, colour_type, 0, 0, 0))
-    if palette:  # a palette whose colours are not the indices, as in GTA5's labels
-        body += _chunk(b"PLTE", bytes((7 * i + 3) % 256 for i in range(768)))
-    body += _chunk(b"IDAT", zlib.compress(rows)) + _chunk(b"IEND", b"")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + body)
+from trees import write_raw_png  # noqa: E402 - torchvision cannot write 16-bit or palette PNGs
 
 
 def write_rgb(path: Path, h: int, w: int, seed: int = 0) -> torch.Tensor:
