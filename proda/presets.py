@@ -64,7 +64,7 @@ _SYNTHETIC = {  # sized for 2 CPU cores: the default study (39 nodes) within ~20
     "warmup": {"steps": 400, "lr": 2e-3, "adv_weight": 0.01, "disc_lr": 1e-4, "disc_channels": 16},
     # hard pseudo labels of distillation keep pixels with confidence ≥ 0.9 (the paper presets: 0.95)
     "pseudo": {"threshold": 0.9, "flip": True},
-    # Stage 1, scaled from the paper's 30k-step, 256-channel setting by stated rules (docs/differences.md S1–S4):
+    # Stage 1, scaled from the paper's 30k-step, 256-channel setting by stated rules (docs/differences.md S1–S6):
     #  threshold 0.9 for the hard labels of every row (ST: ξ(p), PD: ξ(ω ⊙ p)) — one rule, one change per row;
     #  λ: (1 − λ)·steps = 3, as (1 − 0.9999)·30k;  EMA encoder: horizon 1/(1 − m) = steps / 30, as 1000 of 30k;
     #  τ = √(C / 256) = 0.354 for C = 32 channels: distances between GroupNorm'd features grow as √C;
