@@ -62,8 +62,9 @@ class StageBase:
             model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
         self.model = model.to(device)
         self.net = self._wrap(self.model)
-        self.base_lr = getattr(cfg, self.lr_field).lr
-        self.opt = make_optimizer(self.model, cfg, self.base_lr, getattr(getattr(cfg, self.lr_field), "head_lr_mult", None))
+        section = getattr(cfg, self.lr_field)  # warmup / stage1 / distill: the stage's lr (stage1: its head multiplier)
+        self.base_lr = section.lr
+        self.opt = make_optimizer(self.model, cfg, self.base_lr, getattr(section, "head_lr_mult", None))
         bs = cfg.data.batch_size // ddp.world_size() // cfg.optim.grad_accum
         if bs < 1:
             raise ValueError(f"data.batch_size={cfg.data.batch_size}: too small for {ddp.world_size()} ranks "
