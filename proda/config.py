@@ -24,6 +24,26 @@ class ConfigError(ValueError):
     """A config value or key is invalid; the message names the dotted field."""
 
 
+def load_yaml(text: str, source: str | Path | None = None) -> Any:
+    """``yaml.safe_load`` whose error is one line naming the file and line where the YAML breaks:
+    ``grid.yaml:2: not valid YAML: expected ',' or ']', but got '<stream end>' (while parsing a flow
+    sequence started at line 1)``; ``source`` is the file the text came from (``None``: text given inline)."""
+    import yaml
+
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
+        line = mark.line + 1 if mark is not None else None
+        where = (f"{source}:{line}" if line else str(source)) if source is not None else f"line {line}" if line else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        context, cmark = getattr(e, "context", None), getattr(e, "context_mark", None)
+        if context and cmark is not None:
+            context += f" started at line {cmark.line + 1}"
+        msg = f"not valid YAML: {problem}" + (f" ({context})" if context else "")
+        raise ConfigError(f"{where}: {msg}" if where else msg) from None
+
+
 def _check(cond: bool, path: str, value: Any, allowed: str) -> None:
     if not cond:
         raise ConfigError(f"{path}={value!r}: {allowed}")
@@ -310,18 +330,22 @@ class Config:
 
     @classmethod
     def from_yaml(cls, text_or_path: str | Path) -> "Config":
-        import yaml
-
-        text = str(text_or_path)
+        """A config from YAML text or a file; an error about a file's content starts with the file's name."""
+        text, path = str(text_or_path), None
         if isinstance(text_or_path, Path) or (("\n" not in text) and text.endswith((".yaml", ".yml"))):
             path = Path(text_or_path)
             if not path.is_file():
                 raise ConfigError(f"config file '{path}' does not exist")
             text = path.read_text()
-        d = yaml.safe_load(text) or {}
-        if not isinstance(d, dict):
-            raise ConfigError(f"config YAML must be a mapping, got {type(d).__name__}")
-        return cls.from_dict(d)
+        d = load_yaml(text, path) or {}
+        try:
+            if not isinstance(d, dict):
+                raise ConfigError(f"config YAML must be a mapping, got {type(d).__name__}")
+            return cls.from_dict(d)
+        except ConfigError as e:
+            if path is None:
+                raise
+            raise ConfigError(f"{path}: {e}") from e
 
     def hash(self, n: int = 16) -> str:
         """Stable content hash: same config → same hash across processes and machines."""

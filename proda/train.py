@@ -16,9 +16,7 @@ import json
 import sys
 from pathlib import Path
 
-import yaml
-
-from proda.config import Config, ConfigError
+from proda.config import Config, ConfigError, load_yaml
 from proda.engine import distributed as ddp
 from proda.engine.checkpoint import CheckpointError
 from proda.engine.data import check_data
@@ -32,7 +30,10 @@ def parse_sets(items: list[str]) -> dict:
         if "=" not in it:
             raise ConfigError(f"--set {it!r}: expected FIELD=VALUE, e.g. stage1.gamma1=5")
         k, v = it.split("=", 1)
-        out[k.strip()] = yaml.safe_load(v)
+        try:
+            out[k.strip()] = load_yaml(v)
+        except ConfigError as e:
+            raise ConfigError(f"--set {it!r}: {e}") from None
     return out
 
 

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from proda.chain import CITYSCAPES_TRAIN_IMAGES, chain, est_cost, node_id, phase_position  # noqa: F401
-from proda.config import Config, ConfigError, field_paths
+from proda.config import Config, ConfigError, field_paths, load_yaml
 from proda.presets import COMPONENTS, PRESETS, VARIANTS, make_config
 
 TABLE3_VARIANTS = ("source-only", "warmup", "warmup+", "st", "st+sce", "pd", "pd+sl", "proda")
@@ -121,24 +121,26 @@ class AblationSpec:
 
     @classmethod
     def from_yaml(cls, path_or_text: str | Path) -> "AblationSpec":
-        import yaml
-
-        text, stem = str(path_or_text), None
+        """A spec from YAML text or a file; an error about a file's content starts with the file's name
+        (and, for YAML that does not parse, the line: ``grid.yaml:3: not valid YAML: ...``)."""
+        text, path = str(path_or_text), None
         if isinstance(path_or_text, Path) or ("\n" not in text and text.endswith((".yaml", ".yml"))):
             path = Path(path_or_text)
             if not path.is_file():
                 raise ConfigError(f"ablation spec file '{path}' does not exist")
-            text, stem = path.read_text(), path.stem
-        try:
-            d = yaml.safe_load(text)
-        except yaml.YAMLError as e:
-            raise ConfigError(f"ablation spec: not valid YAML ({str(e).splitlines()[0]})") from None
+            text = path.read_text()
+        d = load_yaml(text, path)
         if d is None or d == {}:  # an empty file is a mistake, not "the default study" (days of compute)
-            where = f"file '{path_or_text}'" if stem is not None else "text"
+            where = f"file '{path_or_text}'" if path is not None else "text"
             raise ConfigError(f"ablation spec {where} is empty (expected a mapping with at least variants and seeds)")
-        if isinstance(d, dict) and stem is not None:
-            d.setdefault("name", stem)
-        return cls.from_dict(d)
+        if isinstance(d, dict) and path is not None:
+            d.setdefault("name", path.stem)
+        try:
+            return cls.from_dict(d)
+        except ConfigError as e:
+            if path is None:
+                raise
+            raise ConfigError(f"{path}: {e}") from e
 
 
 def _check_overrides(overrides: Any) -> dict:

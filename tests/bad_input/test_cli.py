@@ -43,7 +43,16 @@ def test_typo_in_a_grid_file_is_named_and_debug_shows_the_traceback(tmp_path):
     assert_refused(p.returncode, p.stderr, "unknown key 'variant' (did you mean 'variants'?)")
     p = run_cli(["experiments/ablation.py", "--grid", str(grid), "--storage", str(tmp_path / "s"), "--debug"])
     assert p.returncode == 2 and "Traceback (most recent call last)" in p.stderr
-    assert p.stderr.strip().splitlines()[-1].startswith("error: ablation spec: unknown key 'variant'")
+    assert p.stderr.strip().splitlines()[-1].startswith(f"error: {grid}: ablation spec: unknown key 'variant'")
+
+
+def test_grid_file_that_is_not_yaml_is_named_with_its_line(tmp_path):
+    grid = tmp_path / "broken.yaml"
+    grid.write_text(GRID.replace("seeds: [0]", "seeds: [0"))  # line 4: the list is never closed
+    p = run_cli(["experiments/ablation.py", "--grid", str(grid), "--storage", str(tmp_path / "s")])
+    line = assert_refused(p.returncode, p.stderr, "not valid YAML", "while parsing a flow sequence started at line 4")
+    assert line.startswith(f"error: {grid}:5: ") and p.returncode == 2, line
+    assert not (tmp_path / "s").exists()
 
 
 def test_empty_grid_file_is_refused_not_run_as_the_default_study(tmp_path):
@@ -111,6 +120,7 @@ def test_trial_larger_than_the_cluster_is_refused_instead_of_waiting(tmp_path, g
     (["--set", "stage1.gama1=3"], ["unknown config field 'stage1.gama1' (did you mean 'stage1.gamma1'?)"]),
     (["--set", "stage1.gamma1"], ["--set 'stage1.gamma1': expected FIELD=VALUE"]),
     (["--set", "data.batch_size=four"], ["data.batch_size='four': expected an integer"]),
+    (["--set", "stage1.gamma1=[5"], ["--set 'stage1.gamma1=[5': line 1: not valid YAML"]),
     (["--preset", "smok"], ["preset='smok': must be one of"]),
     (["--variant", "pd+sll"], ["variant='pd+sll': must be one of"]),
     (["--config", "/nonexistent/cfg.yaml"], ["config file '/nonexistent/cfg.yaml' does not exist"]),
@@ -126,6 +136,26 @@ def test_train_command_refuses_in_one_line(tmp_path, capsys, args, needles):
     rc = main([a for kv in base.items() for a in kv] + extra)
     assert_refused(rc, capsys.readouterr().err, *needles)
     assert not (tmp_path / "run").exists()
+
+
+def test_train_config_file_that_is_not_yaml_is_named_with_its_line(tmp_path, capsys):
+    from proda.train import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("seed: 0\nstage1:\n  gamma1: 5\n    gamma2: 0.1\n")  # line 4 indented under a scalar
+    rc = main(["--variant", "st", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    line = assert_refused(rc, capsys.readouterr().err, "not valid YAML: mapping values are not allowed here")
+    assert line.startswith(f"error: {cfg}:4: ") and rc == 2, line
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_config_file_with_an_unknown_field_is_named(tmp_path, capsys):
+    from proda.train import main
+
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("stage1:\n  gama1: 5\n")
+    rc = main(["--variant", "st", "--config", str(cfg), "--out", str(tmp_path / "run")])
+    assert_refused(rc, capsys.readouterr().err, f"error: {cfg}: unknown config field 'stage1.gama1'")
 
 
 def test_train_command_refuses_an_out_folder_that_is_a_file(tmp_path, capsys, synthetic_cache):

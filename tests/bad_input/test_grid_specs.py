@@ -69,6 +69,16 @@ def test_bad_grid_is_refused_in_one_line(tmp_path, text, expected):
     assert expected in msg, msg
 
 
+def test_grid_file_that_is_not_yaml_names_the_file_and_line(tmp_path):
+    msg = refused(GOOD.replace("seeds: [0]", "seeds: [0]\n  - 1"), tmp_path)
+    assert msg.startswith(f"{tmp_path / 'grid.yaml'}:5: not valid YAML: "), msg
+
+
+def test_an_error_in_a_grid_file_starts_with_the_file(tmp_path):
+    msg = refused(GOOD.replace("variants:", "variant:"), tmp_path)
+    assert msg.startswith(f"{tmp_path / 'grid.yaml'}: ablation spec: unknown key 'variant'"), msg
+
+
 def test_missing_grid_file_is_named(tmp_path):
     with pytest.raises(ConfigError, match="ablation spec file '.*nope.yaml' does not exist"):
         AblationSpec.from_yaml(tmp_path / "nope.yaml")
