@@ -9,6 +9,10 @@ Presets: default (the 7 Table-3 variants × 3 seeds, embedded benchmark), smoke,
 γ2 sweeps). The study lives in STORAGE/NAME: running the same command again completes an interrupted
 study without re-running finished nodes. ``python experiments/results.py STORAGE/NAME`` prints the tables
 at any time.
+
+Exit status: 0 when every node finished; 1 when the study ran but some nodes failed (the summary lists
+each with its error and the path of its traceback; the same command runs them again, keeping every
+finished node); 2 on bad input or when the study could not start (one ``error:`` line).
 """
 
 from __future__ import annotations
@@ -77,7 +81,10 @@ def _subdir(root: Path, names) -> Path:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 epilog="exit status: 0 every node finished, 1 some nodes failed (listed in the "
+                                        "summary; the same command retries them), 2 bad input or the study "
+                                        "could not start")
     ap.add_argument("--preset", default="default", help=f"one of {', '.join(BUILTIN_SPECS)} (default: default)")
     ap.add_argument("--grid", help="an ablation spec YAML instead of a preset (see experiments/grids/)")
     ap.add_argument("--dataset", help="synthetic (default) | gta5 | synthia")
@@ -111,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return 0
         from proda.ablation import results as R
-        from proda.ablation.runner import run_study
+        from proda.ablation.runner import node_status, run_study
 
         study = Path(args.storage).expanduser() / spec.name
         t0 = time.monotonic()
@@ -121,11 +128,16 @@ def main(argv: list[str] | None = None) -> int:
                   log=lambda s: print(s, flush=True))
         print(f"\nstudy {study} — wall time {time.monotonic() - t0:.0f} s\n")
         print(R.report(study, args.format, args.select))
+        failed = [i for i in plan.nodes if node_status(study, i) == "failed"]
     except Exception as e:  # noqa: BLE001 - one clear line unless --debug
         if args.debug:
             traceback.print_exc()
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if failed:
+        print(f"study {study}: {len(failed)} of {len(plan.nodes)} nodes failed (listed above); running the same "
+              f"command again retries them and keeps every finished node", file=sys.stderr)
+        return 1
     return 0
 
 

@@ -57,8 +57,8 @@ def study(tmp_path_factory):
                 json.dumps({"stage": "warmup", "kind": "warmup", "miou": 31.0, "iou": iou(31.0)}))
         write_node(root, r.nodes[1], done={"kind": "pseudo", "pseudo_label_accuracy": 70.0 + s})
     write_node(root, rows["st", 0].final, [(10, 36.0), (20, 38.0)], done={"miou": 38.0, "iou": iou(38.0)})
-    write_node(root, rows["st", 1].final, [(10, 20.0)], failed={"error": "NonFiniteLoss: loss became NaN",
-                                                                  "phase": "stage1"})
+    write_node(root, rows["st", 1].final, [(10, 20.0)], failed={"type": "NonFiniteLoss", "error": "loss became NaN",
+                                                                  "traceback": "traceback.txt", "phase": "stage1"})
     write_node(root, rows["pd+sl", 0].final, [(10, 40.0), (20, 44.0)], done={"miou": 44.0, "iou": iou(44.0)})
     write_node(root, rows["pd+sl", 1].final, [(10, 41.0), (20, 42.0)], done={"miou": 42.0, "iou": iou(42.0)})
     write_node(root, rows["pd+sl", 2].final, [(10, 50.0)], extra_lines=['{"stage": "stage1", "ste'])  # torn line
@@ -83,6 +83,13 @@ def sweep_study(tmp_path_factory):
     return root
 
 
+def test_report_names_each_failed_node_with_its_error_and_traceback(study):
+    nid = R.collect(study).query("status == 'failed'")["node_id"].iloc[0]
+    text = R.report(study, write=False)
+    assert f"  failed: {nid} (stage1, seed 1): NonFiniteLoss: loss became NaN " \
+           f"(traceback: {study / 'nodes' / nid / 'traceback.txt'})" in text.splitlines()
+
+
 def test_collect_lists_every_node_of_every_row_with_its_status(study):
     df = R.collect(study)
     assert list(df.columns) == list(R.BASE_COLUMNS)  # no axes in this study
@@ -91,6 +98,7 @@ def test_collect_lists_every_node_of_every_row_with_its_status(study):
     assert len(missing) == 1 and missing["iou"].isna().all() and missing["is_final"].all()
     failed = df[df["status"] == "failed"]
     assert len(failed) == 3 and set(failed["error"]) == {"NonFiniteLoss: loss became NaN"}  # 1 eval × 3 classes
+    assert set(failed["traceback"]) == {str(study / "nodes" / failed["node_id"].iloc[0] / "traceback.txt")}
     pseudo = df[df["phase"] == "pseudo0"]
     assert len(pseudo) == 6 and pseudo["step"].isna().all()  # once per row that uses it (st, pd+sl × 3 seeds)
     assert sorted(set(pseudo["pseudo_label_accuracy"])) == [70.0, 71.0, 72.0]

@@ -9,7 +9,7 @@ import pickle
 import pytest
 
 from proda.ablation.grid import SMOKE_SPEC, expand
-from proda.ablation.runner import node_status
+from proda.ablation.runner import node_status, record_error
 from proda.ablation.scheduler import NodeScheduler, critical_path, set_log
 
 FINISHED = NodeScheduler.FINISHED
@@ -126,6 +126,21 @@ def test_a_trial_that_ends_without_its_node_marks_the_node_failed(plan, tmp_path
     s.on_trial_complete("t0", error=True)
     assert node_status(tmp_path, c["node_id"]) == "failed"
     assert "ended without finishing" in (tmp_path / "nodes" / c["node_id"] / "failed.json").read_text()
+
+
+def test_a_trial_that_ended_in_an_exception_marks_the_node_failed_with_it(plan, tmp_path, said):
+    s = NodeScheduler(plan, tmp_path, list(plan.nodes), {})
+    c = s.suggest("t0")
+    node_dir = tmp_path / "nodes" / c["node_id"]
+    try:  # what the trial process does when the node raises (before Tune retries or gives up)
+        [][0]
+    except IndexError as e:
+        record_error(node_dir, e)
+    s.on_trial_complete("t0", error=True)
+    failed = json.loads((node_dir / "failed.json").read_text())
+    assert failed == {"type": "IndexError", "error": "list index out of range", "traceback": "traceback.txt",
+                      "phase": c["phase"]}
+    assert "IndexError: list index out of range" in (node_dir / "traceback.txt").read_text()
 
 
 def test_pickled_and_restored_state_continues_where_it_stopped(plan, tmp_path, said):

@@ -1,8 +1,9 @@
 """A study folder → one tidy table (Parquet) → the ablation, per-class and per-axis tables.
 
 The study folder (written by the runner) holds ``plan.json`` and ``nodes/<node_id>/`` with
-``metrics.jsonl`` (train and eval records), ``done.json`` (complete) or ``failed.json``. Whatever exists
-is read, so the tables work while a study runs and after it was interrupted (DESIGN.md decision 5).
+``metrics.jsonl`` (train and eval records), ``done.json`` (complete) or ``failed.json`` (the error's type
+and first line, and the name of the node's file holding the full traceback, ``traceback.txt``). Whatever
+exists is read, so the tables work while a study runs and after it was interrupted (DESIGN.md decision 5).
 
 Scores: a row (variant × axis values × seed) is scored by its FINAL node's evaluation on target val —
 its last eval step (``select="last"``) or its best one (``select="best"``: model selection on target val,
@@ -31,7 +32,7 @@ from proda.data.classes import class_names, sub_protocol
 
 # columns of the tidy table; the swept fields (one column each, dotted names) come after "seed"
 BASE_COLUMNS = ("study", "row", "variant", "seed", "node_id", "phase", "kind", "step", "class", "iou", "miou",
-                "status", "is_final", "pseudo_label_accuracy", "error")
+                "status", "is_final", "pseudo_label_accuracy", "error", "traceback")
 STATUSES = ("done", "running", "failed", "missing")
 MIOU = "mIoU"
 MIOU_BEST = "mIoU (best eval step: model selection on target val)"
@@ -72,8 +73,19 @@ def _read_jsonl(path: Path) -> list[dict]:
     return out
 
 
+def _failure(node_dir: Path, failed: dict) -> tuple[str, str | None]:
+    """A failed node's error as one line (``IndexError: list index out of range``; a reason in words for a
+    skipped node) and the path of the file holding its full traceback (``None`` when there is none)."""
+    error = str(failed.get("error") or "")
+    if failed.get("type"):
+        error = f"{failed['type']}: {error}" if error else str(failed["type"])
+    tb = failed.get("traceback")
+    return error, str(node_dir / tb) if tb else None
+
+
 def node_state(node_dir: Path, node) -> dict[str, Any]:
-    """``{"status", "evals": [(step, miou, {class: iou})] by step, "pseudo_label_accuracy", "error"}``."""
+    """``{"status", "evals": [(step, miou, {class: iou})] by step, "pseudo_label_accuracy", "error",
+    "traceback"}``."""
     done, failed = _read_json(node_dir / "done.json"), _read_json(node_dir / "failed.json")
     status = "done" if done is not None else "failed" if failed is not None else (
         "running" if node_dir.is_dir() else "missing")
@@ -84,9 +96,9 @@ def node_state(node_dir: Path, node) -> dict[str, Any]:
     if done is not None and not evals and "miou" in done and node.kind in TRAINING_KINDS:
         evals[int(node.config[TRAINING_KINDS[node.kind]]["steps"])] = (float(done["miou"]), dict(done.get("iou") or {}))
     acc = (done or {}).get("pseudo_label_accuracy")
+    error, tb = _failure(node_dir, failed) if status == "failed" else (None, None)
     return {"status": status, "evals": [(s, *evals[s]) for s in sorted(evals)],
-            "pseudo_label_accuracy": float(acc) if acc is not None else math.nan,
-            "error": (failed or {}).get("error") if status == "failed" else None}
+            "pseudo_label_accuracy": float(acc) if acc is not None else math.nan, "error": error, "traceback": tb}
 
 
 def collect(study_dir: str | Path) -> pd.DataFrame:
@@ -103,7 +115,8 @@ def collect(study_dir: str | Path) -> pd.DataFrame:
         vals = {"study": study_dir.name, "row": i, "variant": row.variant, "seed": row.seed, "node_id": nid,
                 "phase": node.phase, "kind": node.kind, "step": step, "class": cls, "iou": iou, "miou": miou,
                 "status": st["status"], "is_final": nid == row.final,
-                "pseudo_label_accuracy": st["pseudo_label_accuracy"], "error": st["error"]}
+                "pseudo_label_accuracy": st["pseudo_label_accuracy"], "error": st["error"],
+                "traceback": st["traceback"]}
         vals.update({f: row.axes.get(f) for f in axes})
         for c, v in vals.items():
             cols[c].append(v)
@@ -344,7 +357,8 @@ def report(study_dir: str | Path, fmt: str = "github", select: str = "last", wri
     lines = [status_line(df)]
     failed = df[df["status"] == "failed"].drop_duplicates("node_id")
     for r in failed.itertuples(index=False):
-        lines.append(f"  failed: {r.node_id} ({r.phase}, seed {r.seed}): {r.error}")
+        lines.append(f"  failed: {r.node_id} ({r.phase}, seed {r.seed}): {r.error}"
+                     + (f" (traceback: {r.traceback})" if isinstance(r.traceback, str) else ""))
     tables = {"Ablation": ablation_table(df, select), "Per-class IoU": per_class_table(df, select),
               **{f"mIoU vs {f}": t for f, t in axis_tables(df, select).items()}}
     lines += ["", render(tables, fmt)]

@@ -7,6 +7,9 @@ machine, a shared file system such as NFS/EFS on a cluster); Tune/Train bookkeep
 ``STUDY/tune/``. The experiment's searcher (:mod:`proda.ablation.scheduler`) starts a node as soon as its
 inputs are done — no barrier between phases. A node with ``done.json`` never runs again — that is how an
 interrupted study resumes; the Tune experiment an interrupted driver left is restored with ``Tuner.restore``.
+A node that raises is recorded at once by the process that caught the exception: its type and first line in
+the node's ``error.json``, the full traceback in ``traceback.txt``; the driver copies the record into
+``failed.json`` when the trial ends without ``done.json`` (after Tune's retries).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import os
 import socket
 import time
+import traceback
 from pathlib import Path
 from typing import Any, Callable
 
@@ -68,19 +72,70 @@ def _train_worker(config: dict) -> None:
                        metrics_log=node_dir / "metrics.jsonl",
                        log=lambda s: print(f"[{node['id'][:8]}] {s}", flush=True))
     except NonFiniteLoss as e:  # deterministic: retrying cannot help; mark failed, stop this branch
-        _mark_failed(node_dir, str(e), node["name"])
-        report({"failed": 1, "error": str(e), "node_id": node["id"]})
+        _mark_failed(node_dir, record_error(node_dir, e), node["name"])
+        report({"failed": 1, "error": f"{type(e).__name__}: {e}", "node_id": node["id"]})
         return
+    except Exception as e:  # recorded here, where the traceback is; Tune/Train retry the node (max_failures)
+        record_error(node_dir, e)
+        raise
     report(_flat({**res, "node_id": node["id"], "done": 1}))
 
 
 SKIPPED = "skipped: an upstream node failed"
 UNFINISHED = "the node's trial ended without finishing (see its Tune log)"
+ERROR_FILE = "error.json"  # the exception that ended this attempt at a node, written by the process that caught it
 
 
-def _mark_failed(node_dir: Path, error: str, phase: str) -> None:
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def record_error(node_dir: Path, exc: BaseException) -> dict:
+    """Write what went wrong in a node at once, from the process that caught ``exc``: its full
+    traceback in ``traceback.txt`` (``traceback.rank<r>.txt`` for DDP rank r > 0), and
+    ``{"type", "error" (the message's first line), "traceback" (that file's name)}`` in ``error.json`` —
+    unless another rank wrote it first in this trial (the other ranks usually fail because of it; the
+    file is cleared when a trial starts). Returns the record."""
+    from proda.engine import distributed as ddp
+
+    rank = ddp.rank()
+    tb = "traceback.txt" if rank == 0 else f"traceback.rank{rank}.txt"
+    rec = {"type": type(exc).__name__, "error": _first_line(exc), "traceback": tb}
+    try:
+        node_dir.mkdir(parents=True, exist_ok=True)
+        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+        atomic_write(node_dir / tb, lambda f: f.write(text.encode()))
+        if not (node_dir / ERROR_FILE).is_file():
+            atomic_write(node_dir / ERROR_FILE, lambda f: f.write(json.dumps(rec).encode()))
+    except OSError:  # e.g. the disk is full: the exception itself still propagates (Tune's log has it)
+        pass
+    return rec
+
+
+def _clear_error(node_dir: Path) -> None:
+    """Before a new attempt at a node: the previous attempt's error is no longer its story."""
+    (node_dir / ERROR_FILE).unlink(missing_ok=True)
+    for p in node_dir.glob("traceback*.txt"):
+        p.unlink(missing_ok=True)
+
+
+def _mark_failed(node_dir: Path, error: str | dict, phase: str) -> None:
+    """``failed.json``: ``error`` is the reason in words (skipped, unfinished) or a :func:`record_error` record."""
     node_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(node_dir / "failed.json", lambda f: f.write(json.dumps({"error": error, "phase": phase}).encode()))
+    rec = {"error": error} if isinstance(error, str) else dict(error)
+    atomic_write(node_dir / "failed.json", lambda f: f.write(json.dumps({**rec, "phase": phase}).encode()))
+
+
+def mark_unfinished(node_dir: Path, phase: str) -> None:
+    """The driver's verdict on a node whose trial ended without ``done.json``: failed, with the exception
+    its trial process recorded (``error.json``) when there is one, else :data:`UNFINISHED` (e.g. the
+    process was killed)."""
+    try:
+        rec = json.loads((node_dir / ERROR_FILE).read_text())
+    except (OSError, ValueError):
+        rec = None
+    _mark_failed(node_dir, rec if isinstance(rec, dict) and "type" in rec else UNFINISHED, phase)
 
 
 def _plan_node(config: dict) -> dict:
@@ -96,6 +151,8 @@ def _node_trial(config: dict) -> None:
     from ray.tune.integration.ray_train import TuneReportCallback
 
     node = _plan_node(config)
+    node_dir = Path(config["study_dir"]) / "nodes" / node["id"]
+    _clear_error(node_dir)
     sc = config["scaling"]
     loop_config = {"node": node, "study_dir": config["study_dir"], "threads": sc["threads"], "local": sc["local"]}
     run_config = dict(name=f"node-{node['id']}", storage_path=str(Path(config["study_dir"]) / "tune" / "train"))
@@ -112,7 +169,12 @@ def _node_trial(config: dict) -> None:
                 **run_config, failure_config=ray.train.FailureConfig(max_failures=config["max_failures"]),
                 callbacks=[TuneReportCallback()]),
         )
-    trainer.fit()
+    try:
+        trainer.fit()
+    except Exception as e:  # e.g. the worker group could not start; a worker's own error is already recorded
+        if not (node_dir / ERROR_FILE).is_file():
+            record_error(node_dir, e)
+        raise
 
 
 # ---------------------------------------------------------------------------------------------
@@ -244,6 +306,7 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
         return
     for i in todo:  # a node that failed before is tried again, and its branch with it
         (study_dir / "nodes" / i / "failed.json").unlink(missing_ok=True)
+        _clear_error(study_dir / "nodes" / i)
     scheduler.set_log(log)
     local = sc["local"]
     trainable = tune.with_resources(_node_trial, {"cpu": sc["resources"]["CPU"]} if local else {"cpu": TRIAL_CPU})
@@ -281,7 +344,7 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
     marker.unlink(missing_ok=True)
     for i in todo:  # e.g. a trial the restored experiment had finished before the kill, without its node
         if node_status(study_dir, i) not in ("done", "failed"):
-            _mark_failed(study_dir / "nodes" / i, UNFINISHED, plan.nodes[i].phase)
+            mark_unfinished(study_dir / "nodes" / i, plan.nodes[i].phase)
 
 
 def _digest(ids: list[str]) -> str:
@@ -331,7 +394,6 @@ def run_study_local(plan: Plan, study_dir: str | Path, log: Callable[[str], None
     that compare against the Ray runner, and for machines without Ray. Same folder layout."""
     from proda.config import Config
     from proda.engine.nodes import NodeSpec, run_node
-    from proda.engine.trainer import NonFiniteLoss
 
     study_dir = Path(study_dir).expanduser().resolve()
     check_inputs(plan)
@@ -345,11 +407,16 @@ def run_study_local(plan: Plan, study_dir: str | Path, log: Callable[[str], None
             if any(node_status(study_dir, up) != "done" for up in node.inputs.values()):
                 _mark_failed(node_dir, SKIPPED, phase)
                 continue
+            (node_dir / "failed.json").unlink(missing_ok=True)  # failed before: tried again
+            _clear_error(node_dir)
             spec = NodeSpec(node.kind, node.name, {r: r for r in node.inputs})
             try:
                 run_node(spec, Config.from_dict(node.config), node_dir,
                          {role: study_dir / "nodes" / up for role, up in node.inputs.items()},
                          metrics_log=node_dir / "metrics.jsonl", log=lambda s, i=node.id: log(f"[{i[:8]}] {s}"))
-            except NonFiniteLoss as e:
-                _mark_failed(node_dir, str(e), phase)
+            except Exception as e:  # noqa: BLE001 - as on Ray: the node fails, its branch is skipped, the rest runs
+                rec = record_error(node_dir, e)
+                _mark_failed(node_dir, rec, phase)
+                log(f"[{node.id[:8]}] [{phase}] FAILED: {rec['type']}: {rec['error']} "
+                    f"(traceback: {node_dir / rec['traceback']})")
     return study_dir

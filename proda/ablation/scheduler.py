@@ -17,7 +17,7 @@ from typing import Callable
 from ray.tune.search import Searcher
 
 from proda.ablation.grid import Plan
-from proda.ablation.runner import SKIPPED, UNFINISHED, _mark_failed, node_status
+from proda.ablation.runner import SKIPPED, _mark_failed, mark_unfinished, node_status
 
 _LOG: Callable[[str], None] = print  # the driver's log; module-level so the searcher stays picklable
 
@@ -111,7 +111,7 @@ class NodeScheduler(Searcher):
         phase = self.plan.nodes[i].phase
         status = self._status(i)
         if status not in ("done", "failed"):
-            _mark_failed(self.study_dir / "nodes" / i, UNFINISHED, phase)
+            mark_unfinished(self.study_dir / "nodes" / i, phase)
             status = "failed"
         self._skip_blocked()
         done = self._done_cost()

@@ -1,7 +1,8 @@
 """A loss that becomes NaN/inf: the node stops at once, named (stage, step, loss term), is marked failed in the
-tables, is not retried (it would diverge again), and nothing downstream runs on its output — while the other
-rows of the study finish. The divergence is a real one, from legal but absurd values: SGD with lr 10 and
-weight decay 1 multiplies the weights by about -9 each step, whatever the data."""
+tables with its error and traceback, is not retried (it would diverge again), and nothing downstream runs on
+its output — while the other rows of the study finish, and the study exits 1. The divergence is a real one,
+from legal but absurd values: SGD with lr 10 and weight decay 1 multiplies the weights by about -9 each step,
+whatever the data."""
 
 import json
 
@@ -27,7 +28,7 @@ def test_diverging_node_fails_alone_and_its_branch_is_skipped(tmp_path, syntheti
     d = drivers(["--grid", str(grid), "--storage", str(storage)], study_env(synthetic_cache), tmp_path / "nan.log")
     rc = d.wait(timeout=300)
     out = d.text()
-    assert rc == 0, out[-3000:]
+    assert rc == 1, out[-3000:]  # a study with a failed node says so
     study = storage / "nan"
     plan = json.loads((study / "plan.json").read_text())
     rows = {r["variant"]: r for r in plan["rows"]}
@@ -36,6 +37,9 @@ def test_diverging_node_fails_alone_and_its_branch_is_skipped(tmp_path, syntheti
     # the diverging node: failed, named, stopped at once and not retried
     failed = json.loads((study / "nodes" / bad_warmup / "failed.json").read_text())
     assert failed["error"].startswith("stage 'warmup': loss term 'loss_src' became NaN/inf at or before step ")
+    assert failed["type"] == "NonFiniteLoss" and failed["traceback"] == "traceback.txt"
+    tb = study / "nodes" / bad_warmup / "traceback.txt"
+    assert "NonFiniteLoss: stage 'warmup'" in tb.read_text()  # written by the trial process that caught it
     stop = int(failed["error"].rsplit(" ", 1)[1])
     assert stop < 24
     steps = [r["step"] for r in map(json.loads, (study / "nodes" / bad_warmup / "metrics.jsonl").read_text()
@@ -53,7 +57,10 @@ def test_diverging_node_fails_alone_and_its_branch_is_skipped(tmp_path, syntheti
     # the other row is unaffected; the tables say what failed and why
     assert (study / "nodes" / rows["ok"]["final"] / "done.json").is_file()
     assert "nodes: 1 done, 0 running, 3 failed, 0 missing (4 in all)" in out
-    assert f"failed: {bad_warmup} (warmup, seed 0): stage 'warmup': loss term 'loss_src'" in out
+    line = next(ln for ln in out.splitlines() if f"failed: {bad_warmup} " in ln)
+    assert line.startswith(f"  failed: {bad_warmup} (warmup, seed 0): NonFiniteLoss: stage 'warmup': loss term "
+                           f"'loss_src'") and line.endswith(f" (traceback: {tb})"), line
+    assert "3 of 4 nodes failed" in out
     df = pd.read_parquet(study / "results.parquet")
     sc = R.scores(df).set_index("variant")
     assert sc.loc["diverges", "status"] == "failed" and pd.isna(sc.loc["diverges", "miou"])
