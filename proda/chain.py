@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from proda.config import Config, stable_hash
+from proda.config import SYNTHETIC_VERSION, Config, stable_hash
 
 # config sections (besides the seed) that determine each node kind's result
 NODE_SECTIONS = {
@@ -72,7 +72,10 @@ def node_identity(kind: str, config: dict, seed: int, input_ids: dict[str, str])
         for f in NOT_IDENTITY.get(s, ()):
             sec.pop(f, None)
         sections[s] = sec
-    return {"kind": kind, "seed": seed, "sections": sections, "inputs": dict(sorted(input_ids.items()))}
+    ident = {"kind": kind, "seed": seed, "sections": sections, "inputs": dict(sorted(input_ids.items()))}
+    if str(sections.get("data", {}).get("source", "")).startswith("synthetic"):
+        ident["benchmark"] = SYNTHETIC_VERSION  # images drawn by another version are other data
+    return ident
 
 
 def node_id(kind: str, config: Config | dict, seed: int, input_ids: dict[str, str]) -> str:

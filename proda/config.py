@@ -61,6 +61,9 @@ def _choice(path, v, options):
     _check(v in options, path, v, f"must be one of {sorted(options)}")
 
 
+# the embedded benchmark's drawing (proda/data/synthetic_scene.py): bump whenever it changes what is drawn —
+# image caches and the ids of nodes trained on it are keyed by it, so a study never reuses another drawing's nodes
+SYNTHETIC_VERSION = "v4"
 DATASETS_SOURCE = ("synthetic-source", "gta5", "synthia")
 DATASETS_TARGET = ("synthetic-target", "cityscapes")
 

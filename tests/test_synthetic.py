@@ -70,7 +70,7 @@ def test_sky_lies_above_road(sample, domain):
 
 
 def test_road_keeps_its_colour_across_domains(sample):
-    """v3: road keeps its hue across domains (frequent classes stay separable across the shift)."""
+    """v3+: road keeps its hue across domains (frequent classes stay separable across the shift)."""
     def road_rgb(domain):
         images, labels = sample[domain]
         return images.transpose(0, 2, 3, 1)[labels == ROAD].astype(float)  # (n, 3)

@@ -33,9 +33,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from proda.config import SYNTHETIC_VERSION  # noqa: F401 - re-exported: caches are keyed by it
 from proda.data.synthetic_scene import render
 
-SYNTHETIC_VERSION = "v3"  # bump whenever the drawing changes: caches are keyed by it
 DOMAINS = {"source": ("train", "val"), "target": ("train", "val")}
 _DOMAIN_ID = {"source": 0, "target": 1}
 _SPLIT_ID = {"train": 0, "val": 1}

@@ -1,7 +1,7 @@
 """Drawing the embedded benchmark's images: the two domains' palettes and statistics, the street scene,
 and the photometric pipeline. :func:`render` draws one image from a seeded ``numpy`` Generator; the
 public API (sizes, splits, caching, the Dataset) is :mod:`proda.data.synthetic`, whose
-``SYNTHETIC_VERSION`` must be bumped whenever anything here changes what is drawn.
+``proda.config.SYNTHETIC_VERSION`` must be bumped whenever anything here changes what is drawn.
 """
 
 from __future__ import annotations
@@ -16,39 +16,42 @@ import numpy as np
 # --- the two domains ------------------------------------------------------------------------------
 # palette: class or part → (candidate mean RGB colours, per-channel jitter std), 0..255; an instance
 # picks a candidate at random and adds jitter. Parts (glass, tyre, skin, mark, lamp) take the label of
-# their object. Overlaps are deliberate: building/wall, grey building/overcast sky, glass/sky, green
-# truck/vegetation; the target shifts and mutes the source's colours (the main classes keep their hue).
+# their object. v4: each frequent class draws from one hue family (building: reddish browns, its windows a
+# darker shade of the façade; cars: red, white, silver) and no part wears another frequent class's colour
+# (v3's sky-blue glass made sky→building a top confusion); the target shifts and mutes the source's colours
+# (frequent classes keep their hue), while rare classes move towards a neighbour (wall towards building's
+# browns, motorcycle into bicycle's colours) — the confusions fall on rare and similar classes.
 _SOURCE_PALETTE = {
-    ROAD: ([(62, 62, 70)], 8), SIDEWALK: ([(200, 180, 160), (175, 175, 190)], 12),
-    BUILDING: ([(190, 110, 80), (220, 200, 150), (150, 150, 175), (125, 85, 60)], 18),
-    WALL: ([(210, 200, 170), (160, 160, 150)], 14), FENCE: ([(150, 110, 70), (115, 135, 120)], 14),
+    ROAD: ([(62, 62, 70)], 8), SIDEWALK: ([(196, 180, 162), (178, 172, 166)], 10),
+    BUILDING: ([(188, 108, 78), (142, 92, 66), (204, 152, 112)], 14),
+    WALL: ([(212, 204, 176), (164, 164, 154)], 12), FENCE: ([(150, 110, 70), (115, 135, 120)], 14),
     POLE: ([(110, 110, 125)], 14), LIGHT: ([(40, 40, 45)], 8),
     SIGN: ([(240, 210, 20), (230, 40, 40), (30, 80, 220)], 14),
-    VEG: ([(40, 150, 40), (70, 170, 30)], 14), TERRAIN: ([(165, 185, 60), (160, 125, 70)], 14),
+    VEG: ([(40, 150, 40), (70, 170, 30)], 14), TERRAIN: ([(165, 185, 60), (150, 160, 72)], 12),
     SKY: ([(80, 150, 240), (120, 175, 240)], 12),
     PERSON: ([(220, 40, 40), (40, 40, 200), (240, 240, 240), (30, 30, 30), (50, 160, 60), (240, 160, 30)], 18),
     RIDER: ([(220, 40, 40), (40, 40, 200), (240, 240, 240), (30, 30, 30), (240, 160, 30)], 18),
-    CAR: ([(200, 20, 20), (20, 60, 200), (240, 240, 240), (25, 25, 25), (240, 200, 20), (130, 130, 140)], 14),
+    CAR: ([(200, 24, 24), (232, 232, 232), (132, 132, 142)], 12),
     TRUCK: ([(220, 120, 20), (200, 200, 210), (40, 80, 190)], 14), BUS: ([(240, 190, 10), (210, 30, 30)], 12),
     TRAIN: ([(30, 110, 200), (200, 200, 200)], 12), MOTO: ([(200, 30, 30), (20, 20, 20), (30, 60, 180)], 14),
-    BIKE: ([(20, 20, 20), (200, 30, 30), (40, 40, 200)], 14), "glass": ([(60, 120, 200)], 15),
+    BIKE: ([(20, 20, 20), (200, 30, 30), (40, 40, 200)], 14), "glass": ([(44, 54, 74)], 8),
     "tyre": ([(20, 20, 20)], 5), "skin": ([(230, 180, 140)], 15), "mark": ([(240, 240, 240)], 5),
     "lamp": ([(250, 60, 30), (250, 220, 40), (40, 250, 80)], 5),
 }
-_TARGET_PALETTE = {  # frequent classes keep their source hue (shifted, muted); rarer ones move further
-    ROAD: ([(74, 73, 82)], 9), SIDEWALK: ([(182, 168, 152), (160, 160, 172)], 13),
-    BUILDING: ([(178, 116, 90), (208, 192, 152), (142, 142, 164), (120, 88, 68)], 19),
-    WALL: ([(200, 186, 150), (150, 146, 136)], 15), FENCE: ([(128, 104, 80), (112, 124, 114)], 15),
+_TARGET_PALETTE = {  # frequent classes keep their source hue (shifted, muted); rare ones move towards a neighbour
+    ROAD: ([(74, 73, 82)], 9), SIDEWALK: ([(180, 168, 154), (164, 160, 156)], 11),
+    BUILDING: ([(176, 112, 88), (136, 94, 74), (192, 150, 118)], 15),
+    WALL: ([(196, 160, 126), (150, 138, 128)], 13), FENCE: ([(128, 104, 80), (112, 124, 114)], 15),
     POLE: ([(100, 100, 106)], 12), LIGHT: ([(38, 40, 38)], 8),
     SIGN: ([(225, 200, 70), (195, 65, 55), (55, 90, 185), (225, 225, 225)], 16),
-    VEG: ([(52, 138, 48), (78, 152, 44)], 14), TERRAIN: ([(145, 158, 80), (145, 120, 86)], 15),
+    VEG: ([(52, 138, 48), (78, 152, 44)], 14), TERRAIN: ([(145, 158, 80), (138, 144, 82)], 13),
     SKY: ([(98, 156, 232), (132, 176, 232)], 12),
     PERSON: ([(165, 55, 50), (55, 60, 150), (215, 215, 210), (40, 40, 45), (70, 130, 75), (200, 150, 70)], 16),
     RIDER: ([(165, 55, 50), (55, 60, 150), (215, 215, 210), (40, 40, 45), (200, 150, 70)], 16),
-    CAR: ([(185, 40, 38), (35, 68, 180), (225, 225, 225), (32, 32, 36), (215, 185, 45), (128, 128, 136)], 14),
+    CAR: ([(185, 42, 38), (222, 222, 222), (128, 128, 136)], 13),
     TRUCK: ([(205, 122, 45), (195, 195, 200), (60, 95, 165)], 14), BUS: ([(225, 182, 30), (195, 45, 40)], 12),
-    TRAIN: ([(55, 110, 180), (195, 195, 190)], 12), MOTO: ([(170, 50, 45), (35, 35, 35), (55, 75, 155)], 14),
-    BIKE: ([(35, 35, 35), (170, 50, 45), (60, 65, 150)], 14), "glass": ([(55, 95, 150)], 15),
+    TRAIN: ([(55, 110, 180), (195, 195, 190)], 12), MOTO: ([(35, 35, 35), (170, 50, 45), (60, 65, 150)], 14),
+    BIKE: ([(35, 35, 35), (170, 50, 45), (60, 65, 150)], 14), "glass": ([(48, 56, 72)], 10),
     "tyre": ([(25, 25, 25)], 5), "skin": ([(200, 160, 130)], 18), "mark": ([(215, 215, 210)], 8),
     "lamp": ([(230, 80, 50), (230, 200, 70), (70, 220, 100)], 8),
 }
@@ -269,7 +272,7 @@ def _scene(rng: np.random.Generator, h: int, w: int, dom: dict) -> _Canvas:
         for k, label in ((0, BUILDING), (1, VEG)):  # one colour per chunk
             cv.paint(full, on & (kind == k), label, [label] * 16, Z, sub=chunk)
         win = on & (kind == 0) & (Z % rng.uniform(2.5, 4) < 1.2) & (e % 3.2 > 1.2) & (e % 3.2 < 2.4) & (e > 2.5)
-        cv.paint(full, win, BUILDING, "glass", Z)
+        cv.paint(full, win, BUILDING, BUILDING, Z, factor=0.6)  # windows: a darker shade of the façade family
         for label, name in ((WALL, "wall"), (FENCE, "fence")):  # on the sidewalk's outer edge
             for _ in range(rng.poisson(dom["counts"][name] / 2)):
                 Z, e = _vertical_plane(cam, yy, xx, side * (x_side - 0.2))
