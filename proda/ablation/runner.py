@@ -64,7 +64,7 @@ def _train_worker(config: dict) -> None:
     # in Train's local mode the function runs inside the Tune trial, which takes tune.report
     report = ray.tune.report if config["local"] else ray.train.report
 
-    def reporter(metrics: dict, _ckdir) -> None:
+    def reporter(metrics: dict) -> None:
         report(_flat({**metrics, "node_id": node["id"]}))
 
     try:
