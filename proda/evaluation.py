@@ -13,8 +13,6 @@ from typing import Sequence
 import torch
 import torch.distributed as dist
 
-IGNORE_INDEX = 255
-
 
 class ConfusionMatrix:
     """``mat[t, p]`` counts pixels of true class ``t`` predicted as ``p``; 255 (or any id ≥ K) is skipped."""

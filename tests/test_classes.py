@@ -15,7 +15,6 @@ from proda.data.classes import (
     class_names,
     protocol_class_ids,
     protocol_lut,
-    reported_protocols,
     sub_protocol,
 )
 
@@ -84,11 +83,6 @@ def test_sub_protocol_picks_the_13_out_of_the_16():
     assert sub_protocol(19, 16) == SYNTHIA_16
     with pytest.raises(ValueError, match="protocol 19 is not part of protocol 16"):
         sub_protocol(16, 19)
-
-
-def test_reported_protocols():
-    assert reported_protocols(19) == (19,) and reported_protocols(16) == (16, 13)
-    assert reported_protocols(13) == (13,)
 
 
 def test_cityscapes_label_id_lut():

@@ -6,12 +6,14 @@ commands, set per-node-type worker counts) and then ``validate_config`` (the JSO
 a cloud — for AWS, boto3 is first used by ``bootstrap_aws``, which `ray up` runs after them — and the
 ``offline`` fixture makes any network connection an error, so that stays true.
 
-The template used by tests/cluster/rayup_e2e.sh (``*.yaml.in``) is checked after filling in dummy values.
+The template used by tests/cluster/rayup_e2e.sh (``*.yaml.in``) is rendered as that script renders it
+(its default values, this interpreter as ``@PYBIN@``) and then checked like the other configs.
 """
 
 import copy
 import re
 import socket
+import sys
 from pathlib import Path
 
 import jsonschema
@@ -26,20 +28,27 @@ CONFIGS = [ROOT / "cluster.yaml", *sorted((ROOT / "experiments" / "clusters").gl
            *sorted((ROOT / "experiments" / "clusters").glob("*.yaml.in"))]
 AWS, ONPREM, LOOPBACK = ROOT / "cluster.yaml", ROOT / "experiments/clusters/onprem.yaml", \
     ROOT / "experiments/clusters/loopback.yaml.in"
-DUMMY = {"CLUSTER": "e2e", "USER": "rayup", "KEY": "/tmp/e2e/id_ed25519", "PYBIN": "/opt/python/bin",
-         "REPO": "/src/proda", "TOKEN": "/tmp/e2e/auth_token", "PORT": "6390", "DASHBOARD_PORT": "8290",
-         "CLIENT_PORT": "6392", "AGENT_PORT_HEAD": "52390", "AGENT_PORT_WORKER": "52392"}
+# what rayup_e2e.sh fills in with its defaults (WORK=/tmp/proda-rayup-e2e, RAYUP_PORT=6390, the other ports
+# derived from it as the script derives them) and PYBIN, the directory of the interpreter it is given
+WORK, PORT = "/tmp/proda-rayup-e2e", 6390
+PYBIN = str(Path(sys.executable).parent)
+RENDERED = {"CLUSTER": "proda-rayup-e2e", "USER": "proda-rayup", "KEY": f"{WORK}/ssh/id_ed25519", "PYBIN": PYBIN,
+            "REPO": str(ROOT), "TOKEN": f"{WORK}/auth_token", "PORT": str(PORT),
+            "DASHBOARD_PORT": str(PORT + 1900), "CLIENT_PORT": str(PORT + 2),
+            "AGENT_PORT_HEAD": str(PORT + 46000), "AGENT_PORT_WORKER": str(PORT + 46002)}
 PLACEHOLDER = re.compile(r"@([A-Z_]+)@")
 
 
 def raw_text(path: Path) -> str:
-    """The YAML text; a template with its @NAME@ fields filled (comments left as they are)."""
+    """The YAML text; a template rendered as rayup_e2e.sh's ``sed`` renders it (every line, comments too)."""
     text = path.read_text()
     if path.suffix != ".in":
         return text
-    lines = [ln if ln.lstrip().startswith("#") else PLACEHOLDER.sub(lambda m: DUMMY[m.group(1)], ln)
-             for ln in text.splitlines()]
-    return "\n".join(lines) + "\n"
+    for name, value in RENDERED.items():
+        text = text.replace(f"@{name}@", value)
+    unfilled = [ln for ln in text.splitlines() if not ln.lstrip().startswith("#") and PLACEHOLDER.search(ln)]
+    assert not unfilled, f"unfilled fields in the rendered {path.name}: {unfilled}"
+    return text
 
 
 def load(path: Path) -> dict:
@@ -182,10 +191,14 @@ def test_ray_on_the_cluster_is_the_launchers_ray(path):
     if "docker" in config:
         image = config["docker"]["image"]
         assert image.split(":")[1].startswith(f"{ray.__version__}-"), image
+    elif path == LOOPBACK:
+        # the cluster runs the launcher's own interpreter: its directory first on PATH, with a `ray` in it
+        commands = " ".join(config["setup_commands"])
+        assert f'export PATH="{PYBIN}:$PATH"' in commands, "the launcher's interpreter is not first on PATH"
+        assert (Path(PYBIN) / "ray").is_file(), f"no 'ray' next to {sys.executable}: `ray start` would find another"
     else:
         commands = " ".join(config["setup_commands"])
-        assert f"=={ray.__version__}" in commands or "@PYBIN@" in path.read_text(), \
-            "pin ray to the launcher's version (or use the launcher's interpreter)"
+        assert f"=={ray.__version__}" in commands, "pin ray to the launcher's version"
 
 
 def test_aws_gpu_workers_autoscale_from_zero_on_spot():
@@ -217,7 +230,7 @@ def test_loopback_template_fields_are_the_ones_the_e2e_script_fills_in():
     template = {m.group(1) for ln in LOOPBACK.read_text().splitlines() if not ln.lstrip().startswith("#")
                 for m in PLACEHOLDER.finditer(ln)}
     filled = set(re.findall(r's\|@([A-Z_]+)@\|', E2E_SCRIPT.read_text()))
-    assert template == filled == set(DUMMY)
+    assert template == filled == set(RENDERED)
 
 
 def test_cluster_smoke_grid_is_a_single_node():

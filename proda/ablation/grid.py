@@ -2,10 +2,10 @@
 
 A *row* of the study is one (variant, axis values, seed); its config is
 ``make_config(preset, "proda", seed, {**overrides, **variant switches, **axis values})`` and its
-chain of stage nodes is :func:`proda.engine.nodes.chain`. A node's id hashes its kind, seed, the config
-sections it depends on (``NODE_SECTIONS``) and its upstream ids, so identical prefixes of different rows
-get identical ids and are run once: the warm-up of a seed is trained once, whatever the number of
-variants or axis values that start from it (DESIGN.md decision 1).
+chain of stage nodes is :func:`proda.chain.chain`. A node's id (:func:`proda.chain.node_id`) hashes its
+kind, seed, the config sections it depends on (``proda.chain.NODE_SECTIONS``) and its upstream ids, so
+identical prefixes of different rows get identical ids and are run once: the warm-up of a seed is trained
+once, whatever the number of variants or axis values that start from it (DESIGN.md decision 1).
 
 ``axes`` is a mapping ``field → values`` (cross product, or zipped with ``zip_axes``) or a *list* of
 such mappings: the union of several sweeps, each varying its own fields with every other field at its

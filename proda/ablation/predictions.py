@@ -3,7 +3,7 @@
 For each row group (variant × swept values) the final node of one seed is loaded (its ``model.pt``) and run
 on the first ``n_images`` target-val images; the result is a grid of RGB arrays: per image the input, the
 ground truth, then one prediction per group. Rows whose final node is not done are left out and named.
-Imports torch (unlike :mod:`proda.ablation.results`).
+Runs the models, on CPU; :mod:`proda.ablation.results` only reads the study folder.
 """
 
 from __future__ import annotations

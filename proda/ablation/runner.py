@@ -1,7 +1,9 @@
 """Runs an ablation plan on Ray: the study is one Tune experiment, each node a trial that runs a TorchTrainer (DDP).
 
 Train V2 pattern: a Tune *function* trainable per node launches a ``TorchTrainer`` whose workers run
-:func:`proda.engine.nodes.run_node`; ``TuneReportCallback`` forwards the workers' reports to Tune.
+:func:`proda.engine.nodes.run_node`; ``TuneReportCallback`` forwards the workers' reports to Tune. A node of
+one CPU worker runs in Train's local mode instead: inside the trial process, no worker group, reporting to
+Tune directly (:func:`scaling`).
 Node artifacts live in ``STUDY/nodes/<node_id>/`` (a path every worker can reach: local disk on one
 machine, a shared file system such as NFS/EFS on a cluster); Tune/Train bookkeeping lives in
 ``STUDY/tune/``. The experiment's searcher (:mod:`proda.ablation.scheduler`) starts a node as soon as its
@@ -64,7 +66,7 @@ def _train_worker(config: dict) -> None:
     # in Train's local mode the function runs inside the Tune trial, which takes tune.report
     report = ray.tune.report if config["local"] else ray.train.report
 
-    def reporter(metrics: dict, _ckdir) -> None:
+    def reporter(metrics: dict) -> None:
         report(_flat({**metrics, "node_id": node["id"]}))
 
     try:

@@ -96,13 +96,6 @@ def sub_protocol(num_classes: int, sub: int) -> tuple[int, ...]:
     return tuple(outer.index(c) for c in inner)
 
 
-def reported_protocols(num_classes: int) -> tuple[int, ...]:
-    """The mIoU columns a model of ``num_classes`` outputs is reported under: 19 → (19,), SYNTHIA's 16 →
-    (16, 13) (the paper's mIoU and mIoU*), 13 → (13,)."""
-    protocol_class_ids(num_classes)  # validates
-    return (16, 13) if num_classes == 16 else (num_classes,)
-
-
 # --- SYNTHIA-RAND-CITYSCAPES ----------------------------------------------------------------------
 
 # GT/LABELS class ids 0..22 (first channel of the 16-bit PNG), with the Cityscapes class each one is

@@ -29,19 +29,6 @@ def barrier() -> None:
         dist.barrier()
 
 
-def all_reduce_sum(t: torch.Tensor) -> torch.Tensor:
-    """In-place sum over ranks; returns ``t``."""
-    if is_dist():
-        dist.all_reduce(t)
-    return t
-
-
-def broadcast(t: torch.Tensor, src: int = 0) -> torch.Tensor:
-    if is_dist():
-        dist.broadcast(t, src)
-    return t
-
-
 def all_gather_cat(t: torch.Tensor) -> torch.Tensor:
     """Concatenate (along dim 0) the tensors of all ranks, which may differ in length along dim 0."""
     if not is_dist():

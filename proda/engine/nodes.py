@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 from pathlib import Path
 from typing import Any, Callable
@@ -113,7 +112,7 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
                   "classes_without_prototype": int((res["counts"] == 0).sum())}
         log(f"[{spec.name}] pseudo labels: accuracy {result['pseudo_label_accuracy']:.2f}% on target train")
         if reporter is not None:
-            reporter(result, None)
+            reporter(result)
     elif spec.kind == "ssl":
         from proda.method.ssl import SSLStage  # noqa: PLC0415
 
@@ -197,7 +196,3 @@ def _student(cfg: Config, teacher: DeepLabV2, ssl_dir: Path | None = None) -> De
     elif init == "teacher" or not cfg.model.pretrained:
         student.load_state_dict(teacher.state_dict())
     return student
-
-
-def finite(x: float) -> bool:
-    return isinstance(x, (int, float)) and math.isfinite(x)

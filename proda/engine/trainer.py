@@ -22,8 +22,8 @@ from proda.engine import distributed as ddp
 from proda.engine.data import Split, eval_batches
 from proda.evaluation import ConfusionMatrix
 
-# reporter(metrics, checkpoint_dir): the Ray layer plugs in ray.train.report; None → no reporting
-Reporter = Callable[[dict[str, Any], "str | None"], None]
+# reporter(metrics), called on every rank: the Ray layer plugs in ray.train.report; None → no reporting
+Reporter = Callable[[dict[str, Any]], None]
 
 
 class NonFiniteLoss(RuntimeError):
@@ -147,7 +147,7 @@ def run_stage(stage, *, steps: int, out_dir: str | Path, val: Split | None, num_
                 ckpt.save(out_dir / f"rng_rank{ddp.rank()}.pt", rng)
             ddp.barrier()
         if reporter is not None and metrics is not None:
-            reporter(metrics, str(out_dir) if ddp.is_main() else None)
+            reporter(metrics)
         done_in_call += 1
         if stop_after is not None and done_in_call >= stop_after and not last:
             return {"stopped_at": step + 1, **last_eval}

@@ -317,10 +317,6 @@ class Stage1(_TargetStage):
             for b_e, b in zip(self.ema.buffers(), self.model.buffers()):
                 b_e.copy_(b)  # BN statistics follow the student (as the official code)
 
-    @property
-    def eval_model(self):
-        return self.model
-
     def state_dict(self):
         st = {**super().state_dict(), "bank": self.bank.state_dict()}
         if self.ema is not None:
