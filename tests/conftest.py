@@ -14,6 +14,19 @@ def synthetic_cache(tmp_path_factory):
     return path
 
 
+@pytest.fixture(scope="session")
+def ray_address():
+    """The session's local Ray, for studies run as `ablation.py --address ADDR`: each study's driver joins it
+    instead of starting (and stopping) a Ray of its own. Started by ray.init in this process, so that
+    ray.shutdown at the end stops exactly the processes it started; a driver must inherit this process's
+    environment (ray.init sets RAY_AUTH_MODE=token there: without it the cluster refuses the driver)."""
+    import ray
+
+    ray.init(address="local", log_to_driver=False, configure_logging=False, dashboard_host="127.0.0.1")
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
 def tiny_config(synthetic_cache, variant="pd+sl", **overrides):
     """The smoke preset on a small slice of the embedded benchmark: fast enough for unit tests."""
     from proda.presets import make_config

@@ -163,3 +163,17 @@ def test_a_warmup_with_model_init_ssl_starts_from_the_ssl_backbone(tmp_path, syn
              log=lambda s: None)
     ssl_state = ckpt.load(tmp_path / "ssl" / "backbone.pt")["backbone"]
     assert started.keys() == ssl_state.keys() and all(torch.equal(started[k], ssl_state[k]) for k in ssl_state)
+
+
+def test_a_split_too_small_for_half_the_ssl_batch_names_ssl_batch_size(synthetic_cache):
+    """ssl.batch_size=32 takes 16 images from each domain: 8 source images are too few, and the error names
+    the field that sets that batch (not data.batch_size, which the ssl node does not read)."""
+    from proda.engine.data import Split
+    from proda.method.ssl import SSLStage
+
+    cfg = _ssl_cfg(synthetic_cache, **{"ssl.batch_size": 32})
+    small, big = (Split(name, n, (8, 16), images=torch.zeros(n, 3, 8, 16, dtype=torch.uint8)) for name, n in
+                  (("gta5/train", 8), ("cityscapes/train", 40)))
+    with pytest.raises(ValueError, match=r"^ssl\.batch_size: gta5/train has 8 images, too few for 16 per rank on "
+                                         r"1 ranks \(lower ssl\.batch_size or give the split more images\)$"):
+        SSLStage(cfg, new_model(cfg).backbone, small, big, torch.device("cpu"), seed=0)

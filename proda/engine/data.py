@@ -183,7 +183,9 @@ class BatchStream:
     it, from a copy of the order started at that point, and is restarted there after a resume.
     """
 
-    def __init__(self, split: Split, batch_size: int, seed: int, with_labels: bool = True):
+    def __init__(self, split: Split, batch_size: int, seed: int, with_labels: bool = True,
+                 batch_field: str = "data.batch_size"):
+        """``batch_field``: the config field the batch comes from, named when the split is too small."""
         self.split, self.batch_size, self.seed, self.with_labels = split, batch_size, seed, with_labels
         self.epoch, self.pos = 0, 0
         self._order: torch.Tensor | None = None
@@ -191,8 +193,8 @@ class BatchStream:
         per_rank = split.size // ddp.world_size()
         if per_rank < batch_size:
             raise ValueError(
-                f"data.batch_size: {split.name} has {split.size} images, too few for {batch_size} per rank "
-                f"on {ddp.world_size()} ranks"
+                f"{batch_field}: {split.name} has {split.size} images, too few for {batch_size} per rank "
+                f"on {ddp.world_size()} ranks (lower {batch_field} or give the split more images)"
             )
 
     def _epoch_order(self, epoch: int) -> torch.Tensor:

@@ -126,8 +126,11 @@ class SSLStage:
             raise ValueError(f"ssl.batch_size={s.batch_size}: needs ≥ 2 images per micro-batch (one per domain) on "
                              f"{ddp.world_size()} ranks × optim.grad_accum={cfg.optim.grad_accum}")
         self.micro_bs = bs
-        self.streams = {"source": BatchStream(source, bs // 2, seed=seed * 2 + 1, with_labels=False),
-                        "target": BatchStream(target, bs - bs // 2, seed=seed * 2 + 2, with_labels=False)}
+        # half of each micro-batch from each domain: a split too small for its half names ssl.batch_size
+        self.streams = {"source": BatchStream(source, bs // 2, seed=seed * 2 + 1, with_labels=False,
+                                              batch_field="ssl.batch_size"),
+                        "target": BatchStream(target, bs - bs // 2, seed=seed * 2 + 2, with_labels=False,
+                                              batch_field="ssl.batch_size")}
         self.gen = torch.Generator().manual_seed(seed * 7919 + 17 * ddp.rank() + 1)
         self.last_loss = torch.tensor(float("nan"))  # NT-Xent of the last micro-batch (done.json)
         self.opt = torch.optim.Adam([{"params": self.net.parameters(), "lr": s.lr, "lr_mult": 1.0}], lr=s.lr,

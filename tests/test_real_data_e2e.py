@@ -1,0 +1,106 @@
+"""Smoke studies on the real datasets' on-disk layouts: `experiments/ablation.py --dataset gta5|synthia
+--data-root DIR` on the session's Ray, over tiny trees written by tests/trees.py (GTA5 → Cityscapes reports
+the 19 classes and mIoU; SYNTHIA → Cityscapes the 16 classes, mIoU over 16 and mIoU* over 13)."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torchvision.io import ImageReadMode, decode_png, read_file
+
+import trees
+from proda.chain import NODE_SECTIONS
+from proda.data import open_dataset
+from proda.data.classes import SYNTHIA_CLASSES, class_names
+
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding and encoding capabilities:DeprecationWarning")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# every node kind once: ssl (the students start from it), the source and the adversarial warm-up, the warm-up
+# continued (warmup+), pseudo labels, stage 1 and one distillation round — 8 nodes of a few steps each, on
+# 32×64 images; ssl.batch_size 4, as the trees hold 8 images per split (the smoke preset's 32 takes 16 per domain)
+SMOKE_GRID = {
+    "name": "real-smoke", "preset": "smoke", "seeds": [0],
+    "variants": {"source-only": {}, "warmup+": {}, "proda-kd1": {"kd": 1}},
+    "overrides": {"data.full_size": [32, 64], "data.crop": [32, 64], "data.batch_size": 2, "warmup.steps": 2,
+                  "stage1.steps": 2, "distill.steps": 2, "ssl.steps": 2, "ssl.batch_size": 4,
+                  "ssl.view_size": [16, 32], "eval.batch_size": 4, "checkpoint_interval": 2, "log_interval": 1},
+}
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    root = tmp_path_factory.mktemp("data")
+    trees.make_gta5(root / "gta5")
+    trees.make_synthia(root / "synthia")
+    trees.make_cityscapes(root / "cityscapes")
+    return root
+
+
+def _raw_ids(folder: Path) -> set[int]:
+    """Every id in the label PNGs under ``folder``, as stored (palette indices, the first channel of SYNTHIA's
+    16-bit labels, Cityscapes label ids) — decoded here, not by the readers under test."""
+    return {int(v) for p in folder.rglob("*.png")
+            for v in decode_png(read_file(str(p)), ImageReadMode.UNCHANGED)[0].int().unique()}
+
+
+def _classes(name: str, root: Path, num_classes: int, split: str = "train") -> set[str]:
+    """The names of the classes that occur in a split, read through the reader (protocol indices)."""
+    ds = open_dataset(name, root, split=split, num_classes=num_classes)
+    ids = torch.cat([ds[i]["label"].flatten() for i in range(len(ds))]).unique().tolist()
+    return {class_names(num_classes)[i] for i in ids if i != 255}
+
+
+def test_the_trees_hold_every_label_id_of_their_tables_bicycle_and_motorcycle_included(data_root):
+    # as stored: every Cityscapes label id (0..33 and 255 void) in GTA5's and Cityscapes' labels, every
+    # SYNTHIA class id (0..22) in SYNTHIA's
+    assert _raw_ids(data_root / "gta5" / "labels") == set(trees.CITYSCAPES_IDS) == {*range(34), 255}
+    assert _raw_ids(data_root / "cityscapes" / "gtFine" / "train") == set(trees.CITYSCAPES_IDS)
+    assert _raw_ids(data_root / "cityscapes" / "gtFine" / "val") == set(trees.CITYSCAPES_IDS)
+    assert _raw_ids(data_root / "synthia" / "GT" / "LABELS") == set(range(len(SYNTHIA_CLASSES)))
+    # as read: every class of the study's table, bicycle and motorcycle included (the last two of both
+    # tables, the ids a SYNTHIA run once died on)
+    for name, num_classes, split in (("gta5", 19, "train"), ("cityscapes", 19, "train"), ("cityscapes", 19, "val"),
+                                     ("synthia", 16, "train"), ("cityscapes", 16, "train"), ("cityscapes", 16, "val")):
+        present = _classes(name, data_root / name, num_classes, split)
+        assert present == set(class_names(num_classes)), (name, num_classes, split)
+        assert {"bicycle", "motorcycle"} <= present
+
+
+def _header(out: str, title: str) -> list[str]:
+    """The column names of the markdown table printed under ``### title``."""
+    lines = out.split(f"### {title}\n", 1)[1].lstrip("\n").splitlines()
+    return [c.strip() for c in lines[0].strip().strip("|").split("|")]
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+@pytest.mark.parametrize("dataset, means", [("gta5", ["mIoU"]),
+                                            ("synthia", ["mIoU (16 classes)", "mIoU* (13 classes)"])])
+def test_a_smoke_study_on_real_layouts_runs_every_node_and_reports_the_datasets_classes(
+        dataset, means, data_root, tmp_path, ray_address):
+    grid = tmp_path / "grid.yaml"
+    grid.write_text(yaml.safe_dump(SMOKE_GRID))
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}  # with ray.init's RAY_AUTH_MODE
+    run = subprocess.run([sys.executable, "experiments/ablation.py", "--grid", str(grid), "--dataset", dataset,
+                          "--data-root", str(data_root), "--storage", str(tmp_path), "--address", ray_address],
+                         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    out = run.stdout
+    assert run.returncode == 0, out[-3000:] + run.stderr[-3000:]
+    study = tmp_path / SMOKE_GRID["name"]
+    plan = json.loads((study / "plan.json").read_text())
+    assert sorted({n["kind"] for n in plan["nodes"].values()}) == sorted(NODE_SECTIONS)  # every kind ran
+    assert "nodes: 8 done, 0 running, 0 failed, 0 missing (8 in all)" in out
+    assert all((study / "nodes" / i / "done.json").is_file() for i in plan["nodes"])
+    num_classes = {"gta5": 19, "synthia": 16}[dataset]
+    assert {n["config"]["data"]["num_classes"] for n in plan["nodes"].values()} == {num_classes}
+    assert _header(out, "Ablation") == ["variant", *means, "Δ", "seeds"]
+    assert _header(out, "Per-class IoU") == ["variant", *class_names(num_classes), *means]
+    for variant in ("source-only", "warmup+", "proda-kd1"):
+        assert f"| {variant} " in out
