@@ -16,7 +16,6 @@ Cityscapes palette.
 from __future__ import annotations
 
 import argparse
-import math
 import sys
 from pathlib import Path
 
@@ -50,8 +49,7 @@ def _plot(df, select: str, out_dir: Path) -> list[Path]:
         fig, ax = plt.subplots(figsize=(max(8, 0.6 * len(classes) * max(1, len(groups)) / 2), 4))
         width = 0.8 / len(groups)
         for i, (k, g) in enumerate(groups):
-            ax.bar([c + i * width for c in range(len(classes))], [R.nanmean(g[c]) for c in classes], width,
-                   label=label(k))
+            ax.bar([c + i * width for c in range(len(classes))], list(g[classes].mean()), width, label=label(k))
         ax.set_xticks([c + 0.4 - width / 2 for c in range(len(classes))], classes, rotation=60, ha="right")
         ax.set_ylabel(f"IoU (%), mean over seeds, {select} eval step")
         ax.legend(fontsize=7)
@@ -60,16 +58,15 @@ def _plot(df, select: str, out_dir: Path) -> list[Path]:
         fig.savefig(written[-1], dpi=120)
         plt.close(fig)
     for f in axes:
-        sub = sc[[not R.is_null(v) for v in sc[f]]]
+        sub = sc[sc[f].notna()]
         fig, ax = plt.subplots(figsize=(5, 3.5))
         by_line: dict[str, list] = {}
         for k, g in R.group_rows(sub, axes):
-            v = [float(x) for x in g["miou"] if not math.isnan(x)]
-            if v:
-                m = sum(v) / len(v)
-                sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1)) if len(v) > 1 else 0.0
+            st = g["miou"].agg(["mean", "std", "count"])
+            if st["count"]:
                 rest = {a: k[a] for a in k if a != f}
-                by_line.setdefault(" ".join(f"{a}={b}" for a, b in rest.items()), []).append((k[f], m, sd))
+                by_line.setdefault(" ".join(f"{a}={b}" for a, b in rest.items()), []).append(
+                    (k[f], st["mean"], st["std"] if st["count"] > 1 else 0.0))
         for name, pts in by_line.items():
             pts.sort(key=lambda p: p[0])
             ax.errorbar([p[0] for p in pts], [p[1] for p in pts], yerr=[p[2] for p in pts], marker="o",

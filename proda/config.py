@@ -176,7 +176,9 @@ class WarmupConfig:
 
 @dataclass(frozen=True)
 class PseudoConfig:
-    threshold: float = 0.0  # hard labels with max probability below it → ignore (0: none)
+    # the hard labels ξ(p_t) of the distillation stages' targets (and the label accuracy a pseudo-label node
+    # reports): pixels whose max probability is below it → ignore (0: none). Stage 1's ŷ: stage1.threshold
+    threshold: float = 0.0
     flip: bool = True  # average the prediction with that of the flipped image
 
     def __post_init__(self):
@@ -202,8 +204,9 @@ class Stage1Config:
     gamma2: float = 0.1  # weight of the regulariser
     tau: float = 1.0  # temperature of the prototype softmax ω
     ema_momentum: float = 0.999  # momentum encoder: θ̃ ← m θ̃ + (1−m) θ
-    # hard target labels of every stage-1 row (ST: ξ(p_{t,0}), PD: ξ(ω ⊙ p_{t,0}) normalised) whose maximum is
-    # below it → ignore: one rule for ST, +SCE and PD, so a row changes one thing (pseudo.threshold: distillation)
+    # the stage-1 hard labels ŷ of every stage-1 row (ST, +SCE: ξ(p_{t,0}); PD: ξ(ω ⊙ p_{t,0}) normalised): pixels
+    # whose maximum is below it → ignore (0: none). One rule for ST, +SCE and PD, so a row changes one thing;
+    # the distillation stages' targets use pseudo.threshold
     threshold: float = 0.0
     head_lr_mult: float | None = None  # None: optim.head_lr_mult (the official stage 1: 1, no 10× head)
     regulariser: str = "mrkld"  # mrkld (paper) | mrent (official option)

@@ -1,4 +1,4 @@
-"""Prototypes η, weights ω, rectified labels ŷ and the moving-prototype bank on hand-checked tensors."""
+"""Prototypes η, weights ω, hard labels ξ, rectified labels ŷ, the moving-prototype bank: hand-checked tensors."""
 
 import io
 
@@ -9,6 +9,7 @@ from proda.method.prototypes import (
     CentroidAccumulator,
     PrototypeBank,
     class_sums,
+    hard_label,
     proto_distances,
     proto_weights,
     rectify,
@@ -58,6 +59,13 @@ def test_rectified_label_follows_nearest_prototype():
     hard, probs = rectify(soft, proto_weights(feat, protos, tau=1e4))  # ω ≈ uniform: the soft label wins
     assert hard.item() == 0 and probs[0, 0].item() == pytest.approx(0.8, abs=1e-3)
     assert torch.allclose(probs.sum(1), torch.ones(1, 1, 1))
+
+
+def test_hard_label_is_the_argmax_and_a_threshold_ignores_pixels_below_it():
+    probs = torch.tensor([[0.6, 0.4], [0.1, 0.9], [0.5, 0.5]]).T.reshape(1, 2, 1, 3)  # three pixels
+    assert hard_label(probs).tolist() == [[[0, 1, 0]]]  # ξ(p); a tie goes to the first class
+    assert hard_label(probs, threshold=0.6, ignore_index=255).tolist() == [[[0, 1, 255]]]  # 0.6 ≥ 0.6 is kept
+    assert hard_label(probs, threshold=0.95, ignore_index=7).tolist() == [[[7, 7, 7]]]
 
 
 def test_rectify_threshold_and_empty_pixels_are_ignored():

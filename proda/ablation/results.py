@@ -21,7 +21,6 @@ import csv
 import io
 import json
 import math
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -171,57 +170,59 @@ def scores(df: pd.DataFrame, select: str = "last") -> pd.DataFrame:
         raise ValueError(f"select={select!r}: must be 'last' or 'best'")
     axes, classes = axis_columns(df), class_columns(df)
     fin = df[df["is_final"]]
-    out = []
-    for i, g in fin.groupby("row", sort=True):
-        first = g.iloc[0]
-        rec = {"row": i, "variant": first["variant"], "seed": int(first["seed"]),
-               **{a: first[a] for a in axes}, "status": first["status"], "step": pd.NA, "miou": math.nan}
-        rec.update({c: math.nan for c in classes})
-        ev = g[g["step"].notna()]
-        if first["status"] == "done" and ev["miou"].notna().any():
-            per_step = ev.groupby("step", sort=True)["miou"].first().dropna()
-            step = per_step.index[-1] if select == "last" else per_step.idxmax()
-            at = ev[ev["step"] == step]
-            rec.update(step=int(step), miou=float(per_step[step]))
-            rec.update({c: float(v) for c, v in zip(at["class"], at["iou"]) if not is_null(c)})
-        if has_miou13(classes):
-            rec["miou13"] = nanmean(rec[c] for c in _SYNTHIA_13)
-        out.append(rec)
-    return pd.DataFrame(out)
+    first = fin.drop_duplicates("row").sort_values("row", kind="stable")  # one record per study row
+    sc = first[["row", "variant", "seed", *axes, "status"]].reset_index(drop=True)
+    sc["seed"] = sc["seed"].astype(int)
+    # mIoU per (row, eval step) of the done final nodes; the selected step of each row: its last, or its best
+    ev = fin[fin["step"].notna() & (fin["status"] == "done")]
+    per_step = ev.groupby(["row", "step"], sort=True)["miou"].first().dropna()  # (row, step) → mIoU
+    by_row = per_step.groupby(level="row")
+    chosen = by_row.tail(1) if select == "last" else per_step.loc[by_row.idxmax()]
+    chosen = chosen.reset_index()  # row, step, miou
+    sc = sc.merge(chosen, on="row", how="left")
+    sc["step"] = sc["step"].astype("Int64")
+    at = ev.merge(chosen[["row", "step"]], on=["row", "step"])  # the records of each row's selected step
+    at = at[at["class"].notna()].drop_duplicates(["row", "class"], keep="last")
+    iou = at.pivot(index="row", columns="class", values="iou").reindex(columns=classes)  # (rows, classes)
+    iou.columns.name = None
+    sc = sc.join(iou.astype(float), on="row")
+    if has_miou13(classes):
+        sc["miou13"] = sc[list(_SYNTHIA_13)].mean(axis=1)
+    return sc
+
+
+def _group_key(v: Any) -> str | None:
+    """An axis value as a hashable group key (values may be lists); null: no key."""
+    return None if is_null(v) else json.dumps(v, sort_keys=True, default=str)
 
 
 def group_rows(sc: pd.DataFrame, axes: list[str]) -> list[tuple[dict, pd.DataFrame]]:
-    """Study rows grouped by (variant, axis values), in the order of the plan's rows."""
-    keys: dict[str, tuple[dict, list[int]]] = {}
-    for j in range(len(sc)):
-        r = sc.iloc[j]
-        key = {"variant": r["variant"], **{a: r[a] for a in axes if not is_null(r[a])}}
-        keys.setdefault(json.dumps(key, sort_keys=True, default=str), (key, []))[1].append(j)
-    return [(k, sc.iloc[idx]) for k, idx in keys.values()]
+    """Study rows grouped by (variant, axis values), in the order of the plan's rows; each group's key
+    holds the variant and the axes its rows sweep (a null axis value is not part of the key)."""
+    if sc.empty:
+        return []
+    by = [sc["variant"], *(sc[a].map(_group_key).rename(a) for a in axes)]
+    out = []
+    for _, g in sc.groupby(by, sort=False, dropna=False):
+        r = g.iloc[0]
+        out.append(({"variant": r["variant"], **{a: r[a] for a in axes if not is_null(r[a])}}, g))
+    return out
 
 
 def mean_std(values) -> str:
-    """``"41.20 ± 0.35 (n=3)"``; sample std (ddof=1), ``–`` for one value."""
-    v = [float(x) for x in values if not is_null(x)]
-    if not v:
+    """``"41.20 ± 0.35 (n=3)"``: mean ± sample std (ddof=1) of the non-null values, ``–`` for one value."""
+    st = pd.to_numeric(pd.Series(list(values), dtype=object)).agg(["mean", "std", "count"])
+    n = int(st["count"])
+    if n == 0:
         return "–"
-    m = sum(v) / len(v)
-    if len(v) == 1:
-        return f"{m:.2f} ± – (n=1)"
-    sd = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1))
-    return f"{m:.2f} ± {sd:.2f} (n={len(v)})"
-
-
-def nanmean(values) -> float:
-    v = [float(x) for x in values if not is_null(x)]
-    return sum(v) / len(v) if v else math.nan
+    return f"{st['mean']:.2f} ± {'–' if n == 1 else format(st['std'], '.2f')} (n={n})"
 
 
 def _seeds_note(g: pd.DataFrame) -> str:
-    n_ok = int(g["miou"].notna().sum())
-    note = f"{n_ok} of {len(g)} seeds"
-    other = Counter("done, no eval" if s == "done" else s for s, m in zip(g["status"], g["miou"]) if is_null(m))
-    parts = [f"{other[s]} {s}" for s in ("failed", "running", "missing", "done, no eval") if other[s]]
+    """``"2 of 3 seeds; 1 failed"``: seeds with a score, and why the others have none."""
+    note = f"{int(g['miou'].notna().sum())} of {len(g)} seeds"
+    other = g.loc[g["miou"].isna(), "status"].replace("done", "done, no eval").value_counts()
+    parts = [f"{other[s]} {s}" for s in ("failed", "running", "missing", "done, no eval") if s in other.index]
     return f"{note}; {', '.join(parts)}" if parts else note
 
 
@@ -245,10 +246,10 @@ def ablation_table(df: pd.DataFrame, select: str = "last") -> list[dict]:
     """Rows in spec order: variant, axis values, mIoU "mean ± std (n=k)", Δ vs the first row, seeds."""
     sc, axes = scores(df, select), axis_columns(df)
     groups = group_rows(sc, axes)
-    base = nanmean(groups[0][1]["miou"]) if groups else math.nan
+    base = groups[0][1]["miou"].mean() if groups else math.nan
     out = []
     for k, g in groups:
-        m = nanmean(g["miou"])
+        m = g["miou"].mean()
         delta = "–" if (k is groups[0][0] or math.isnan(m) or math.isnan(base)) else f"{m - base:+.2f}"
         out.append({"variant": k["variant"], **{a: _fmt_axis(k.get(a)) for a in axes},
                     _miou_header(select, sc): mean_std(g["miou"]), **_miou13_cells(sc, g), "Δ": delta,
@@ -262,7 +263,7 @@ def per_class_table(df: pd.DataFrame, select: str = "last") -> tuple[list[str], 
     headers = ["variant", *axes, *classes, _miou_header(select, sc), *_miou13_cells(sc, sc)]
     rows = []
     for k, g in group_rows(sc, axes):
-        cells = [nanmean(g[c]) for c in classes]
+        cells = g[classes].mean()  # per class, over the seeds with an IoU
         rows.append([k["variant"], *(_fmt_axis(k.get(a)) for a in axes),
                      *("–" if math.isnan(c) else f"{c:.2f}" for c in cells), mean_std(g["miou"]),
                      *_miou13_cells(sc, g).values()])
@@ -275,7 +276,7 @@ def axis_tables(df: pd.DataFrame, select: str = "last") -> dict[str, tuple[list[
     sc, axes = scores(df, select), axis_columns(df)
     out = {}
     for f in axes:
-        sub = sc[[not is_null(v) for v in sc[f]]]
+        sub = sc[sc[f].notna()]
         groups = group_rows(sub, axes)
         others = [a for a in axes if a != f and any(a in k for k, _ in groups)]
         show_variant = len({k["variant"] for k, _ in groups}) > 1
@@ -289,9 +290,8 @@ def axis_tables(df: pd.DataFrame, select: str = "last") -> dict[str, tuple[list[
 
 
 def status_counts(df: pd.DataFrame) -> dict[str, int]:
-    per_node = df.drop_duplicates("node_id").set_index("node_id")["status"]
-    c = Counter(per_node)
-    return {s: c.get(s, 0) for s in STATUSES}
+    c = df.drop_duplicates("node_id")["status"].value_counts().reindex(STATUSES, fill_value=0)
+    return {s: int(n) for s, n in c.items()}
 
 
 def status_line(df: pd.DataFrame) -> str:

@@ -1,4 +1,4 @@
-"""ProDA's method pieces: prototypes (η, ω, ŷ), losses, the warm-up discriminator; the stages use them."""
+"""ProDA's method pieces: prototypes (η, ω, ξ, ŷ), losses, the warm-up discriminator; the stages use them."""
 
 from proda.method.discriminator import FCDiscriminator, lsgan_loss
 from proda.method.losses import ce_loss, kd_loss, kl_consistency, rce_loss, regulariser, sce_loss
@@ -6,6 +6,7 @@ from proda.method.prototypes import (
     CentroidAccumulator,
     PrototypeBank,
     class_sums,
+    hard_label,
     proto_distances,
     proto_softmax,
     proto_weights,
@@ -18,6 +19,7 @@ __all__ = [
     "PrototypeBank",
     "ce_loss",
     "class_sums",
+    "hard_label",
     "kd_loss",
     "kl_consistency",
     "lsgan_loss",

@@ -1,4 +1,4 @@
-"""Prototypes η, prototype weights ω and the rectified pseudo label ŷ (paper Sec. 3.2, eqs. 4–7).
+"""Prototypes η, prototype weights ω, the hard label ξ and the rectified pseudo label ŷ (Sec. 3.2, eqs. 4–7).
 
 Notation (arXiv 2101.10979): f̃(x_t) the momentum encoder's feature, η^(k) the prototype of class k,
 τ the temperature, λ the prototype momentum, p_{t,0} the fixed soft pseudo label of the warm-up model,
@@ -56,19 +56,30 @@ def proto_weights(feat: Tensor, protos: Tensor, tau: float = 1.0, official_tempe
     return proto_softmax(proto_distances(feat, protos), tau, official_temperature)
 
 
+def hard_label(probs: Tensor, threshold: float = 0.0, ignore_index: int = 255) -> Tensor:
+    """The hard label ξ(p): argmax_k p^(i,k) of class probabilities probs (N, K, H, W) → (N, H, W) int64.
+
+    With ``threshold`` > 0 a pixel whose maximum probability is below it gets ``ignore_index`` (the
+    confidence rule of stage 1's ŷ, ``stage1.threshold``, and of distillation's targets, ``pseudo.threshold``).
+    """
+    conf, hard = probs.max(1)  # (N, H, W)
+    if threshold <= 0:
+        return hard
+    return torch.where(conf >= threshold, hard, torch.full_like(hard, ignore_index))
+
+
 def rectify(soft: Tensor, weights: Tensor, threshold: float = 0.0, ignore_index: int = 255) -> tuple[Tensor, Tensor]:
     """The rectified pseudo label ŷ_t = ξ(ω_t ⊙ p_{t,0}) (eq. 4).
 
     soft: p_{t,0} (N, K, H, W); weights: ω (N, K, H, W). Returns (hard (N, H, W) int64, the rectified
     probabilities (N, K, H, W) normalised over K). A pixel whose normalised maximum is below
-    ``threshold``, or whose ω ⊙ p is all zero (e.g. padding), gets ``ignore_index``.
+    ``threshold`` (:func:`hard_label`), or whose ω ⊙ p is all zero (e.g. padding), gets ``ignore_index``.
     """
     r = weights * soft  # (N, K, H, W)
     total = r.sum(1, keepdim=True)  # (N, 1, H, W)
     r = r / total.clamp_min(torch.finfo(r.dtype).tiny)
-    conf, hard = r.max(1)  # (N, H, W)
-    keep = (conf >= threshold) & (total[:, 0] > 0)
-    return torch.where(keep, hard, torch.full_like(hard, ignore_index)), r
+    hard = hard_label(r, threshold, ignore_index)  # (N, H, W)
+    return torch.where(total[:, 0] > 0, hard, torch.full_like(hard, ignore_index)), r
 
 
 def _image_class_sums(feat: Tensor, labels: Tensor, num_classes: int) -> tuple[Tensor, Tensor]:

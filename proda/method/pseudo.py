@@ -1,9 +1,10 @@
 """Pseudo labels and initial prototypes from a trained model on target train (paper Sec. 3.2).
 
 Soft labels p_{t,0} (class probabilities, optionally averaged with the flipped image's) are kept at the
-model's output resolution of the full image, as float16; hard labels are derived from them where
-needed (with a confidence threshold). Initial prototypes η(k) are the class centroids of the model's
-features under its own predictions. Generation is sharded over DDP ranks and gathered.
+model's output resolution of the full image, as float16; the stages derive hard labels ξ(p) from them
+(:func:`~proda.method.prototypes.hard_label`; stage 1 with ``stage1.threshold``, distillation with
+``pseudo.threshold``). Initial prototypes η(k) are the class centroids of the model's features under its
+own hard labels, without a threshold. Generation is sharded over DDP ranks and gathered.
 """
 
 from __future__ import annotations
@@ -14,7 +15,7 @@ from proda.data.augment import normalize
 from proda.engine import distributed as ddp
 from proda.engine.data import Split, eval_batches
 from proda.evaluation import ConfusionMatrix
-from proda.method.prototypes import CentroidAccumulator
+from proda.method.prototypes import CentroidAccumulator, hard_label
 
 
 @torch.inference_mode()
@@ -22,8 +23,9 @@ def generate(model: torch.nn.Module, split: Split, num_classes: int, device: tor
              flip: bool = True, batch_size: int = 16, threshold: float = 0.0) -> dict[str, torch.Tensor]:
     """Returns ``{'soft': (N,K,h,w) float16, 'protos': (K,C), 'counts': (K,), 'accuracy': ()}``.
 
-    ``accuracy`` is the pixel accuracy of the hard labels against the split's labels (NaN when the
-    split has none) — a diagnostic, never used for training.
+    ``accuracy`` is the pixel accuracy of the hard labels ξ(p) against the split's labels (NaN when the
+    split has none), pixels below ``threshold`` (``pseudo.threshold``, the distillation targets' rule) left
+    out — a diagnostic, never used for training.
     """
     model.eval()
     acc = CentroidAccumulator(num_classes, model.feat_channels if hasattr(model, "feat_channels")
@@ -37,15 +39,11 @@ def generate(model: torch.nn.Module, split: Split, num_classes: int, device: tor
         prob = o["out"].float().softmax(1)  # (n, K, h, w)
         if flip:
             prob = 0.5 * (prob + model(x.flip(-1))["out"].float().softmax(1).flip(-1))
-        hard = prob.max(1)[1]  # (n, h, w)
-        acc.add(o["feat"].float(), hard)
+        acc.add(o["feat"].float(), hard_label(prob))  # centroids under ξ(p), every pixel
         if has_labels and lab is not None:
             lab = lab.to(device)
             up = torch.nn.functional.interpolate(prob, size=lab.shape[-2:], mode="bilinear", align_corners=False)
-            conf, pred = up.max(1)
-            if threshold > 0:
-                pred = torch.where(conf >= threshold, pred, torch.full_like(pred, 255))
-            cm.update(pred=pred, target=lab)
+            cm.update(pred=hard_label(up, threshold), target=lab)
         idx_parts.append(idx.to(device))
         soft_parts.append(prob.half())
     protos, counts = acc.compute()  # all-reduced over ranks

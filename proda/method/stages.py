@@ -25,7 +25,7 @@ from proda.engine import distributed as ddp
 from proda.engine.data import BatchStream, Split
 from proda.method.discriminator import FCDiscriminator, lsgan_loss
 from proda.method.losses import ce_loss, kd_loss, kl_consistency, regulariser, sce_loss
-from proda.method.prototypes import PrototypeBank, proto_distances, rectify, proto_weights
+from proda.method.prototypes import PrototypeBank, hard_label, proto_distances, proto_softmax, rectify
 
 IGNORE = 255
 
@@ -236,16 +236,15 @@ class _TargetStage(StageBase):
         xw, pw = weak_view(t_img, self.cfg.data.crop, scale=self.cfg.data.crop_scale, generator=self.gen)
         return t_img, xw, pw, soft
 
-    def hard_from_soft(self, soft_w: torch.Tensor, threshold: float) -> torch.Tensor:
-        conf, hard = soft_w.max(1)  # (n, h, w)
-        return torch.where(conf >= threshold, hard, torch.full_like(hard, IGNORE)) if threshold > 0 else hard
-
 
 class Stage1(_TargetStage):
     """Stage 1 of ProDA: self-training with prototypical denoising and structure learning (paper Sec. 3.2–3.3).
 
-    l = l_ce^s + l_sce^t(ŷ) + γ1·l_kl + γ2·l_reg, with ŷ = ξ(ω ⊙ p_{t,0}) when PD is on, and a
-    momentum (EMA) encoder providing f̃ for ω, for the SL teacher and for the moving prototypes.
+    l = l_ce^s + l_sce^t(ŷ) + γ1·l_kl + γ2·l_reg (eq. 12), and the switches of ``cfg.stage1``: ``source_ce``
+    keeps l_ce^s; ``sce`` uses l_sce (eq. 8) instead of l_ce^t; ``pd`` takes ŷ = ξ(ω ⊙ p_{t,0}) (eq. 4) instead
+    of ξ(p_{t,0}); ``sl`` adds γ1·l_kl (eq. 10); ``reg`` adds γ2·l_reg (eq. 11) when γ2 > 0. ŷ keeps the pixels
+    whose maximum reaches ``stage1.threshold`` (every row's ŷ; ``pseudo.threshold`` is distillation's). A
+    momentum (EMA) encoder provides f̃ for ω, for the SL teacher and for the moving prototypes.
     """
 
     name = "stage1"
@@ -270,11 +269,12 @@ class Stage1(_TargetStage):
             with torch.no_grad():
                 ema_full = self.ema(normalize(t_full))  # f̃ on the full image
                 feat_w = full_to_weak(ema_full["feat"].float(), pw, res)  # (n, C, h, w)
+                dist_w = proto_distances(feat_w, self.bank.protos)  # ‖f̃ − η‖ (n, K, h, w): ω and SL's teacher
         if s.pd:
-            omega = proto_weights(feat_w, self.bank.protos, s.tau)  # ω (n, K, h, w)
-            y_hat, _ = rectify(soft_w, omega, threshold=s.threshold)  # ŷ = ξ(ω ⊙ p)
+            omega = proto_softmax(dist_w, s.tau)  # ω (n, K, h, w), eq. 5
+            y_hat, _ = rectify(soft_w, omega, threshold=s.threshold, ignore_index=IGNORE)  # ŷ = ξ(ω ⊙ p)
         else:
-            y_hat = self.hard_from_soft(soft_w, s.threshold)  # the same rule as ŷ: one change per row
+            y_hat = hard_label(soft_w, s.threshold, IGNORE)  # ξ(p): the same threshold as ŷ, one change per row
         with self.autocast():
             if s.source_ce:
                 x, y = self.source_batch()
@@ -291,8 +291,10 @@ class Stage1(_TargetStage):
                 losses["loss_reg"] = loss_reg.detach()
             if s.sl:
                 xs, ps = strong_view(xw, generator=self.gen)
+                # z = softmax_k(−d/τ) (eq. 9) spelled out, here and for the student: proto_softmax multiplies by
+                # 1/τ, which differs from dividing in the last bit at τ = 0.354, and SL rows' numbers would change
                 with torch.no_grad():
-                    z_t = F.softmax(-proto_distances(feat_w, self.bank.protos) / s.tau, 1)  # teacher, weak frame
+                    z_t = F.softmax(-dist_w / s.tau, 1)  # teacher, weak frame
                     z_t, valid = weak_to_strong(z_t, ps)  # replayed into the strong view
                 feat_s = resize(self.net(normalize(xs))["feat"], res).float()
                 student = -proto_distances(feat_s, self.bank.protos) / s.tau
@@ -331,7 +333,10 @@ class Stage1(_TargetStage):
 
 
 class DistillStage(_TargetStage):
-    """Stages 2–3: a fresh student learns l_ce^s + l_ce^t(ξ(p_t)) + β·KL(p_t ‖ p_t†) from a frozen teacher."""
+    """Stages 2–3: a fresh student learns l_ce^s + l_ce^t(ξ(p_t)) + β·KL(p_t ‖ p_t†) from a frozen teacher.
+
+    ξ(p_t) keeps the pixels whose maximum reaches ``pseudo.threshold`` (the distillation targets' rule).
+    """
 
     name = "distill"
     lr_field = "distill"
@@ -343,7 +348,7 @@ class DistillStage(_TargetStage):
     def micro_step(self, accum):
         res = self.res
         _, xw, pw, soft = self.target_batch()
-        y_t = self.hard_from_soft(full_to_weak(soft, pw, res), self.cfg.pseudo.threshold)  # ξ(p_t)
+        y_t = hard_label(full_to_weak(soft, pw, res), self.cfg.pseudo.threshold, IGNORE)  # ξ(p_t), (n, h, w)
         x, y = self.source_batch()
         with self.autocast():
             loss_src = self.source_ce(x, y)
