@@ -104,6 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-concurrent", type=int, default=None, help="nodes at once (default: fill the cluster)")
     ap.add_argument("--format", default="github", choices=("github", "latex", "csv", "markdown"))
     ap.add_argument("--select", default="last", choices=("last", "best"))
+    ap.add_argument("--stats", action="store_true", help="also print the per-class statistics (as results.py --stats)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
@@ -127,7 +128,7 @@ def main(argv: list[str] | None = None) -> int:
                   max_concurrent=args.max_concurrent, local=False if args.worker_group else None,
                   log=lambda s: print(s, flush=True))
         print(f"\nstudy {study} — wall time {time.monotonic() - t0:.0f} s\n")
-        print(R.report(study, args.format, args.select))
+        print(R.report(study, args.format, args.select, stats=args.stats))
         failed = [i for i in plan.nodes if node_status(study, i) == "failed"]
     except Exception as e:  # noqa: BLE001 - one clear line unless --debug
         if args.debug:

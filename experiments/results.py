@@ -1,12 +1,16 @@
 """Tables of a study folder — while it runs, after it was interrupted, or when it is done.
 
     python experiments/results.py STUDY [--format github|latex|csv|markdown] [--select last|best]
-                                        [--plot DIR] [--no-write]
+                                        [--stats] [--plot DIR] [--no-write]
 
 Prints a status line (nodes done / running / failed / missing), the ablation table (mIoU mean ± std over
-seeds, Δ vs the first row), the per-class IoU table and one table per swept axis, and writes
-``STUDY/results.parquet`` (the tidy table every printed table is a view of) unless ``--no-write``.
-``--select best`` scores each row at its best eval step (model selection on target val; the tables say so).
+seeds, n and the 95 % Student-t CI; Δ against the row above and against source-only, paired over seeds,
+each with its 95 % CI — a bootstrap CI as well from 5 seeds on — and ``*`` where the CI excludes 0), the
+per-class IoU table and one table per swept axis, and writes ``STUDY/results.parquet`` (the tidy table,
+per-seed values included, that every printed table is a view of) unless ``--no-write``. ``--stats`` adds
+the same statistics per class. ``--format csv`` prints the numbers, one column each (``miou_ci_low``,
+``vs_above_delta``, ``vs_base_sig``…). ``--select best`` scores each row at its best eval step (model
+selection on target val; the tables say so).
 ``--plot DIR`` (needs matplotlib) draws per-class IoU bars per variant, mIoU ± std against each swept
 value, and ``predictions.png``: the first ``--strip-images`` target-val images, their ground truth and the
 prediction of each variant's final model (one seed, ``--strip-seed``; default the smallest finished) in the
@@ -117,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--format", default="github", choices=("github", "latex", "csv", "markdown"))
     ap.add_argument("--select", default="last", choices=("last", "best"),
                     help="score a row at its final node's last eval step, or its best (selection on target val)")
+    ap.add_argument("--stats", action="store_true",
+                    help="also the per-class statistics: IoU mean ± std, 95 %% CI, paired Δ with CIs, per class")
     ap.add_argument("--plot", type=Path, metavar="DIR", help="write PNG plots there (needs matplotlib)")
     ap.add_argument("--strip-images", type=int, default=4, metavar="N",
                     help="target-val images in --plot's predictions.png (0: no strip)")
@@ -126,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.plot:
         _pyplot()  # fail before printing anything
     try:
-        print(R.report(args.study, args.format, args.select, write=not args.no_write))
+        print(R.report(args.study, args.format, args.select, write=not args.no_write, stats=args.stats))
     except FileNotFoundError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -100,7 +100,9 @@ def test_a_smoke_study_on_real_layouts_runs_every_node_and_reports_the_datasets_
     assert all((study / "nodes" / i / "done.json").is_file() for i in plan["nodes"])
     num_classes = {"gta5": 19, "synthia": 16}[dataset]
     assert {n["config"]["data"]["num_classes"] for n in plan["nodes"].values()} == {num_classes}
-    assert _header(out, "Ablation") == ["variant", *means, "Δ", "seeds"]
+    cis = {"mIoU": "95 % CI", "mIoU (16 classes)": "95 % CI", "mIoU* (13 classes)": "95 % CI (mIoU*)"}
+    assert _header(out, "Ablation") == ["variant", *(c for m in means for c in (m, cis[m])), "Δ vs row above",
+                                        "Δ vs source-only", "seeds"]
     assert _header(out, "Per-class IoU") == ["variant", *class_names(num_classes), *means]
     for variant in ("source-only", "warmup+", "proda-kd1"):
         assert f"| {variant} " in out

@@ -1,15 +1,20 @@
 """Study folder → tidy table → tables: exact cells on a hand-made study (no Ray, no training)."""
 
+import io
 import json
 import math
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pyarrow.parquet as pq
 import pytest
+from scipy import stats
 
 from proda.ablation import results as R
+from proda.ablation import stats as S
 from proda.ablation.grid import AblationSpec, expand
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -109,12 +114,20 @@ def test_collect_lists_every_node_of_every_row_with_its_status(study):
 
 
 def test_ablation_table_last(study):
+    """CI: mean ± t(0.975, n−1)·s/√n; Δ paired over the seeds both rows have; one pair: no CI."""
     t = R.ablation_table(R.collect(study), "last")
     assert [r["variant"] for r in t] == ["warmup", "st", "pd+sl"]
-    assert t[0] == {"variant": "warmup", "mIoU": "32.00 ± 1.00 (n=3)", "Δ": "–", "seeds": "3 of 3 seeds"}
-    assert t[1] == {"variant": "st", "mIoU": "38.00 ± – (n=1)", "Δ": "+6.00",
-                    "seeds": "1 of 3 seeds; 1 failed, 1 missing"}
-    assert t[2] == {"variant": "pd+sl", "mIoU": "43.00 ± 1.41 (n=2)", "Δ": "+11.00",
+    assert list(t[0]) == ["variant", "mIoU", R.CI, "Δ vs row above", "Δ vs first row", "seeds"]  # no source-only
+    # warm-up 32, 33, 31: 32 ± 4.3027 · 1/√3
+    assert t[0] == {"variant": "warmup", "mIoU": "32.00 ± 1.00 (n=3)", R.CI: "[29.52, 34.48]",
+                    "Δ vs row above": "–", "Δ vs first row": "–", "seeds": "3 of 3 seeds"}
+    # st has seed 0 only: 38 − 32 against both rows above, one pair
+    assert t[1] == {"variant": "st", "mIoU": "38.00 ± – (n=1)", R.CI: "–", "Δ vs row above": "+6.00 [–]",
+                    "Δ vs first row": "+6.00 [–]", "seeds": "1 of 3 seeds; 1 failed, 1 missing"}
+    # pd+sl 44, 42 (43 ± 12.706 · 1/√2); vs st: seed 0 only (44 − 38); vs warmup: 44 − 32, 42 − 33 = 12, 9 →
+    # 10.5 ± 12.706 · 1.5 (the paired Δ, not 43 − 32: seed 2 has no pd+sl score)
+    assert t[2] == {"variant": "pd+sl", "mIoU": "43.00 ± 1.41 (n=2)", R.CI: "[30.29, 55.71]",
+                    "Δ vs row above": "+6.00 [–]", "Δ vs first row": "+10.50 [-8.56, +29.56]",
                     "seeds": "2 of 3 seeds; 1 running"}
 
 
@@ -122,7 +135,8 @@ def test_ablation_table_best_selects_the_best_step_and_says_so(study):
     t = R.ablation_table(R.collect(study), "best")
     # warm-up best steps: 32, 34, 31 → mean 32.33, sample std sqrt(14/3 / 2) = 1.53
     assert t[0][R.MIOU_BEST] == "32.33 ± 1.53 (n=3)"
-    assert t[2][R.MIOU_BEST] == "43.00 ± 1.41 (n=2)" and t[2]["Δ"] == "+10.67"
+    # pd+sl − warm-up, paired: 44 − 32, 42 − 34 = 12, 8 → 10 ± 12.706 · 2
+    assert t[2][R.MIOU_BEST] == "43.00 ± 1.41 (n=2)" and t[2]["Δ vs first row"] == "+10.00 [-15.41, +35.41]"
     assert "(best eval step: model selection on target val)" in R.render(t)
 
 
@@ -139,14 +153,18 @@ def test_axis_tables_one_per_sweep(sweep_study):
     # 2 seeds × (warm-up, pseudo0, 3 stage-1 nodes); only the final (stage-1) nodes were written
     assert R.status_line(df) == "nodes: 6 done, 0 running, 0 failed, 4 missing (10 in all)"
     tables = R.axis_tables(df)
-    assert tables["stage1.gamma1"] == (["stage1.gamma1", "mIoU", "seeds"],
-                                       [["1.0", "30.50 ± 0.71 (n=2)", "2 of 2 seeds"],
-                                        ["10.0", "41.00 ± 1.41 (n=2)", "2 of 2 seeds"]])
-    assert tables["stage1.gamma2"][1] == [["0.0", "36.00 ± 1.41 (n=2)", "2 of 2 seeds"],
-                                          ["0.1", "41.00 ± 1.41 (n=2)", "2 of 2 seeds"]]
+    assert tables["stage1.gamma1"] == (["stage1.gamma1", "mIoU", R.CI, "seeds"],
+                                       [["1.0", "30.50 ± 0.71 (n=2)", "[24.15, 36.85]", "2 of 2 seeds"],
+                                        ["10.0", "41.00 ± 1.41 (n=2)", "[28.29, 53.71]", "2 of 2 seeds"]])
+    assert tables["stage1.gamma2"][1] == [["0.0", "36.00 ± 1.41 (n=2)", "[23.29, 48.71]", "2 of 2 seeds"],
+                                          ["0.1", "41.00 ± 1.41 (n=2)", "[28.29, 53.71]", "2 of 2 seeds"]]
     ab = R.ablation_table(df)
-    assert [(r["stage1.gamma1"], r["stage1.gamma2"], r["Δ"]) for r in ab] == [
-        ("1.0", "", "–"), ("10.0", "", "+10.50"), ("", "0.0", "+5.50"), ("", "0.1", "+10.50")]
+    # above: (40 − 30, 42 − 31) = 10, 11; (35 − 40, 37 − 42) = −5, −5: no spread, the interval is the point
+    assert [(r["stage1.gamma1"], r["stage1.gamma2"], r["Δ vs row above"], r["Δ vs first row"]) for r in ab] == [
+        ("1.0", "", "–", "–"),
+        ("10.0", "", "+10.50 [+4.15, +16.85]*", "+10.50 [+4.15, +16.85]*"),
+        ("", "0.0", "-5.00 [-5.00, -5.00]*", "+5.50 [-0.85, +11.85]"),
+        ("", "0.1", "+5.00 [+5.00, +5.00]*", "+10.50 [+4.15, +16.85]*")]
 
 
 def test_parquet_is_written_atomically_and_readable(study):
@@ -172,12 +190,13 @@ def test_sweep_parquet_keeps_axis_columns(sweep_study):
 def test_render_formats(study):
     t = R.ablation_table(R.collect(study))
     gh = R.render({"Ablation": t})
-    assert "### Ablation" in gh and "| pd+sl" in gh and "+11.00" in gh  # numbers are not re-parsed
+    assert "### Ablation" in gh and "| pd+sl" in gh and "+10.50" in gh  # numbers are not re-parsed
     assert "\\hline" in R.render(t, "latex") or "\\toprule" in R.render(t, "latex")
     assert "43.00 $\\pm$ 1.41 (n=2)" in R.render(t, "latex")
     csv_text = R.render(t, "csv").splitlines()
-    assert csv_text[0] == "variant,mIoU,Δ,seeds"
-    assert csv_text[3] == "pd+sl,43.00 ± 1.41 (n=2),+11.00,2 of 3 seeds; 1 running"
+    assert csv_text[0] == "variant,mIoU,95 % CI,Δ vs row above,Δ vs first row,seeds"
+    assert csv_text[3] == "pd+sl,43.00 ± 1.41 (n=2),\"[30.29, 55.71]\",+6.00 [–],\"+10.50 [-8.56, +29.56]\"," \
+                          "2 of 3 seeds; 1 running"
     assert R.render(t, "markdown").splitlines()[1].startswith("|:")
     with pytest.raises(ValueError, match="must be one of"):
         R.render(t, "html")
@@ -225,8 +244,9 @@ def test_synthia_tables_give_miou_over_16_and_13_classes_of_the_same_models(tmp_
     sc = R.scores(df)
     assert list(sc["miou13"]) == [40.0, 50.0]  # nanmean over the 12 of the 13 with an IoU
     (row,) = R.ablation_table(df)
-    assert row == {"variant": "source-only", "mIoU (16 classes)": "36.00 ± 5.66 (n=2)",
-                   R.MIOU13: "45.00 ± 7.07 (n=2)", "Δ": "–", "seeds": "2 of 2 seeds"}
+    assert row == {"variant": "source-only", "mIoU (16 classes)": "36.00 ± 5.66 (n=2)", R.CI: "[-14.82, 86.82]",
+                   R.MIOU13: "45.00 ± 7.07 (n=2)", R.CI13: "[-18.53, 108.53]", "Δ vs row above": "–",
+                   "Δ vs source-only": "–", "seeds": "2 of 2 seeds"}
     headers, rows = R.per_class_table(df)
     assert headers[-2:] == ["mIoU (16 classes)", R.MIOU13] and len(headers) == 1 + 16 + 2
     assert rows[0][-1] == "45.00 ± 7.07 (n=2)" and rows[0][1 + names.index("motorcycle")] == "–"
@@ -237,3 +257,138 @@ def test_synthia_tables_give_miou_over_16_and_13_classes_of_the_same_models(tmp_
 def test_gta5_and_embedded_tables_have_one_miou_column(study):
     assert "miou13" not in R.scores(R.collect(study)).columns
     assert R.MIOU13 not in R.ablation_table(R.collect(study))[0]
+
+
+# -- statistics ------------------------------------------------------------------------------------
+T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom (3 seeds)
+
+
+def final_scores_study(root, variants, scores):
+    """A study whose rows' final nodes are done with mIoU ``scores[variant][i]`` for seed i (nothing else
+    written: only final nodes are scored)."""
+    plan = expand(AblationSpec(name=root.name, preset="smoke", variants=tuple(variants),
+                               seeds=tuple(range(len(scores[variants[0]])))))
+    root.mkdir()
+    (root / "plan.json").write_text(plan.to_json())
+    for r in plan.rows:
+        m = scores[r.variant][r.seed]
+        write_node(root, r.final, [(20, m)], done={"miou": m, "iou": iou(m)})
+    return root
+
+
+def test_paired_delta_pairs_by_seed_and_its_t_interval_is_the_paired_t_test_s():
+    a = pd.Series([41.0, 43.0, 45.0], index=[0, 1, 2])
+    b = pd.Series([42.0, 40.0, 41.0], index=[2, 0, 1])  # another order: pairing is by seed, not position
+    d = S.paired_delta(a, b)  # differences 1, 2, 3: mean 2, s = 1
+    half = T_975_2 / math.sqrt(3)
+    assert d["delta"] == 2.0 and d["n"] == 3
+    assert d["ci_low"] == pytest.approx(2 - half) and d["ci_high"] == pytest.approx(2 + half)
+    ci = stats.ttest_rel(a.sort_index(), b.sort_index()).confidence_interval(0.95)
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((ci.low, ci.high))
+    assert not d["sig"]  # [-0.48, 4.48] holds 0
+    assert math.isnan(d["boot_low"])  # 3 pairs: no bootstrap
+    # differences 2, 2.5, 3: mean 2.5, s = 0.5 → [1.26, 3.74], which excludes 0
+    d = S.paired_delta(pd.Series([42.0, 42.5, 43.0]), pd.Series([40.0, 40.0, 40.0]))
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((2.5 - 0.5 * half, 2.5 + 0.5 * half)) and d["sig"]
+    # a seed missing on either side is not paired; one pair has no interval
+    d = S.paired_delta(pd.Series([41.0, math.nan, 45.0]), pd.Series([40.0, 41.0]))
+    assert d["n"] == 1 and d["delta"] == 1.0 and math.isnan(d["ci_low"]) and not d["sig"]
+    assert S.paired_delta(pd.Series([1.0]), pd.Series([2.0], index=[5]))["n"] == 0
+
+
+def test_describe_gives_mean_sample_std_n_and_the_t_interval():
+    d = S.describe([30.0, 32.0, 34.0, None])
+    assert (d["mean"], d["std"], d["n"]) == (32.0, 2.0, 3)
+    assert (d["ci_low"], d["ci_high"]) == pytest.approx((32 - 2 * T_975_2 / math.sqrt(3), 32 + 2 * T_975_2 / math.sqrt(3)))
+    one = S.describe([5.0])
+    assert one["n"] == 1 and one["mean"] == 5.0 and math.isnan(one["std"]) and math.isnan(one["ci_low"])
+
+
+def test_bootstrap_interval_from_five_values_is_scipys_bca_with_the_fixed_seed():
+    assert all(math.isnan(v) for v in S.bootstrap_interval([1.0, 2.0, 3.0, 4.0]))
+    x = np.array([1.0, 2.0, 3.0, 4.0, 6.0])
+    lo, hi = S.bootstrap_interval(x)
+    ref = stats.bootstrap((x,), np.mean, confidence_level=0.95,
+                          **{S._BOOTSTRAP_RNG: np.random.default_rng(S.BOOTSTRAP_SEED)}).confidence_interval
+    assert (lo, hi) == (ref.low, ref.high) and 1.0 <= lo < x.mean() < hi <= 6.0
+    assert S.bootstrap_interval(x) == (lo, hi)  # the same numbers every time
+    assert S.bootstrap_interval([2.0] * 5) == (2.0, 2.0)
+
+
+def test_ablation_table_marks_a_delta_whose_ci_excludes_zero(tmp_path):
+    """3 seeds; Δ vs the row above and vs source-only, each paired: the mark follows the t interval."""
+    root = final_scores_study(tmp_path / "mark", ["source-only", "warmup", "st"],
+                              {"source-only": [30.0, 32.0, 34.0], "warmup": [32.0, 34.5, 37.0],
+                               "st": [33.0, 36.5, 38.0]})
+    t = R.ablation_table(R.collect(root))
+    assert list(t[0]) == ["variant", "mIoU", R.CI, "Δ vs row above", "Δ vs source-only", "seeds"]
+    assert [(r["Δ vs row above"], r["Δ vs source-only"]) for r in t] == [
+        ("–", "–"),
+        ("+2.50 [+1.26, +3.74]*", "+2.50 [+1.26, +3.74]*"),  # 2, 2.5, 3: the std of the means hides it
+        ("+1.33 [-0.10, +2.77]", "+3.83 [+1.94, +5.73]*")]  # 1, 2, 1 (holds 0); 3, 4.5, 4
+    assert t[1]["mIoU"] == "34.50 ± 2.50 (n=3)" and t[0][R.CI] == "[27.03, 36.97]"  # the CIs of the rows overlap
+    st = R.ablation_table(R.collect(root), numeric=True)
+    ref = stats.ttest_rel([33.0, 36.5, 38.0], [32.0, 34.5, 37.0]).confidence_interval(0.95)
+    assert st.loc[2, ["vs_above_ci_low", "vs_above_ci_high"]].tolist() == pytest.approx([ref.low, ref.high])
+    assert st["vs_base_sig"].tolist() == [False, True, True] and set(st["base"]) == {"source-only"}
+    assert "Δ vs row above" + R.BOOT not in t[0]  # 3 seeds: no bootstrap columns
+
+
+def test_bootstrap_columns_appear_from_five_paired_seeds(tmp_path):
+    root = final_scores_study(tmp_path / "boot", ["source-only", "warmup"],
+                              {"source-only": [30.0] * 5, "warmup": [31.0, 32.0, 33.0, 34.0, 36.0]})
+    (_, row) = R.ablation_table(R.collect(root))
+    lo, hi = S.bootstrap_interval([1.0, 2.0, 3.0, 4.0, 6.0])
+    assert row["Δ vs source-only" + R.BOOT] == f"[{lo:+.2f}, {hi:+.2f}]*"
+    assert row["Δ vs source-only"].startswith("+3.20 [") and row["Δ vs source-only"].endswith("]*")
+    assert "Δ vs source-only" + R.BOOT in R.render(R.ablation_table(R.collect(root)))
+
+
+def test_per_class_stats_on_request_only(study):
+    df = R.collect(study)
+    rows = R.per_class_stats(df)
+    assert [(r["class"], r["variant"]) for r in rows[:3]] == [("road", "warmup"), ("road", "st"), ("road", "pd+sl")]
+    # road = mIoU + 40 for every seed: the same statistics as the mIoU, shifted
+    assert rows[2] == {"class": "road", "variant": "pd+sl", "IoU": "83.00 ± 1.41 (n=2)", R.CI: "[70.29, 95.71]",
+                       "Δ vs row above": "+6.00 [–]", "Δ vs first row": "+10.50 [-8.56, +29.56]"}
+    assert rows[-1]["IoU"] == "–" and rows[-1]["Δ vs first row"] == "–"  # building: never evaluated
+    assert "statistics over seeds" not in R.report(study, write=False)
+    assert "### Per-class IoU: statistics over seeds" in R.report(study, write=False, stats=True)
+    num = R.per_class_stats(df, numeric=True)
+    assert num.loc[num["class"] == "sidewalk", "iou_mean"].tolist() == [22.0, 28.0, 33.0]
+
+
+def test_csv_carries_the_statistics_as_numeric_columns(study):
+    text = R.report(study, fmt="csv", write=False, stats=True)
+    section = text.split("# Ablation\n", 1)[1].split("\n\n", 1)[0]
+    ab = pd.read_csv(io.StringIO(section))
+    for col in ("miou_mean", "miou_std", "miou_n", "miou_ci_low", "miou_ci_high", "vs_above_delta", "vs_above_ci_low",
+                "vs_base_delta", "vs_base_n", "vs_base_ci_low", "vs_base_ci_high", "vs_base_boot_low", "vs_base_sig"):
+        assert col in ab.columns
+    assert ab["miou_ci_low"].dtype == float and ab["miou_n"].tolist() == [3, 1, 2]
+    assert ab.loc[2, "vs_base_delta"] == 10.5 and ab.loc[2, "vs_base_ci_high"] == pytest.approx(10.5 + 12.7062047 * 1.5)
+    assert math.isnan(ab.loc[1, "miou_ci_low"])  # one seed: no interval
+    assert "# Per-class IoU: statistics over seeds" in text and "iou_ci_low" in text
+
+
+def test_parquet_keeps_the_per_seed_values_to_recompute_a_delta(study):
+    """From results.parquet alone: each row's score at its final node's last eval step, by seed, and the
+    paired Δ of pd+sl against the warm-up as the table has it."""
+    df = pq.read_table(R.write_parquet(study)).to_pandas()
+    fin = df[df["is_final"] & (df["status"] == "done") & df["step"].notna()]
+    last = fin[fin["step"] == fin.groupby("row")["step"].transform("max")]
+    per_seed = last.drop_duplicates("row").pivot(index="seed", columns="variant", values="miou")
+    both = per_seed[["pd+sl", "warmup"]].dropna()
+    assert both.index.tolist() == [0, 1]
+    ci = stats.ttest_rel(both["pd+sl"], both["warmup"]).confidence_interval(0.95)
+    st = R.ablation_table(df, numeric=True).set_index("variant")
+    assert st.loc["pd+sl", "vs_base_delta"] == (both["pd+sl"] - both["warmup"]).mean()
+    assert st.loc["pd+sl", ["vs_base_ci_low", "vs_base_ci_high"]].tolist() == pytest.approx([ci.low, ci.high])
+
+
+def test_cli_stats_flag(study):
+    out = subprocess.run([sys.executable, "experiments/results.py", str(study), "--no-write", "--stats"],
+                         capture_output=True, text=True, cwd=ROOT)
+    assert out.returncode == 0, out.stderr
+    assert "### Per-class IoU: statistics over seeds" in out.stdout and "| road     | pd+sl " in out.stdout
+    assert R.NOTE in out.stdout

@@ -8,7 +8,10 @@ exists is read, so the tables work while a study runs and after it was interrupt
 Scores: a row (variant × axis values × seed) is scored by its FINAL node's evaluation on target val —
 its last eval step (``select="last"``) or its best one (``select="best"``: model selection on target val,
 and the tables say so). Variants are reported as mean ± sample std over the seeds whose final node is
-done, with the count; rows with missing, running or failed seeds say so instead of being dropped.
+done, with the count and the 95 % Student-t CI; rows with missing, running or failed seeds say so instead
+of being dropped. Every Δ is paired over seeds (:mod:`proda.ablation.stats`): against the row above and
+against source-only (the first row when the study has none), with its CI and a ``*`` where the CI excludes
+0. ``numeric=True`` gives each table as a DataFrame of numbers (the csv format prints those).
 
 SYNTHIA → Cityscapes studies (16-class models) get two mIoU columns, as the paper's tables: mIoU over
 the 16 classes and mIoU* over 13 (without wall, fence, pole), the 13 averaged from the same models'
@@ -17,8 +20,6 @@ per-class IoU (:data:`MIOU13`). GTA5 → Cityscapes and the embedded benchmark r
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -27,6 +28,8 @@ from typing import Any
 import pandas as pd
 
 from proda.ablation.grid import Plan
+from proda.ablation.render import is_null, render  # noqa: F401 - render: part of this module's interface
+from proda.ablation.stats import BOOTSTRAP_MIN_N, baseline, describe, excludes_zero, group_stats, prefixed
 from proda.data.classes import class_names, sub_protocol
 
 # columns of the tidy table; the swept fields (one column each, dotted names) come after "seed"
@@ -36,6 +39,12 @@ STATUSES = ("done", "running", "failed", "missing")
 MIOU = "mIoU"
 MIOU_BEST = "mIoU (best eval step: model selection on target val)"
 MIOU13 = "mIoU* (13 classes)"  # SYNTHIA studies: the 13-class view of the same 16-class models
+CI, CI13 = "95 % CI", "95 % CI (mIoU*)"
+ABOVE = "Δ vs row above"
+BOOT = ", bootstrap CI"  # suffix of the bootstrap columns, shown when some Δ pairs BOOTSTRAP_MIN_N seeds
+NOTE = ("mIoU / IoU: mean ± sample std (n seeds), 95 % Student-t CI. Δ: paired over the seeds both rows have "
+        "(the mean of the per-seed differences) [its 95 % t CI], * where the CI excludes 0; a bootstrap CI as "
+        f"well where {BOOTSTRAP_MIN_N} or more seeds pair.")
 _SYNTHIA_16 = class_names(16)
 _SYNTHIA_13 = tuple(_SYNTHIA_16[i] for i in sub_protocol(16, 13))
 # the node kinds that train and evaluate, and the config section holding each one's `steps` (warmup+ runs
@@ -157,10 +166,6 @@ def has_miou13(classes) -> bool:
     return tuple(classes) == _SYNTHIA_16
 
 
-def is_null(v: Any) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NA
-
-
 def scores(df: pd.DataFrame, select: str = "last") -> pd.DataFrame:
     """One row per study row: variant, seed, axes, final node status, the selected eval step, mIoU and
     the per-class IoU (NaN when the final node is not done or has no evaluation); for SYNTHIA studies
@@ -209,13 +214,44 @@ def group_rows(sc: pd.DataFrame, axes: list[str]) -> list[tuple[dict, pd.DataFra
     return out
 
 
-def mean_std(values) -> str:
-    """``"41.20 ± 0.35 (n=3)"``: mean ± sample std (ddof=1) of the non-null values, ``–`` for one value."""
-    st = pd.to_numeric(pd.Series(list(values), dtype=object)).agg(["mean", "std", "count"])
-    n = int(st["count"])
+def _fmt_mean_std(r: dict, p: str) -> str:
+    n = int(r[f"{p}_n"])
     if n == 0:
         return "–"
-    return f"{st['mean']:.2f} ± {'–' if n == 1 else format(st['std'], '.2f')} (n={n})"
+    return f"{r[f'{p}_mean']:.2f} ± {'–' if n == 1 else format(r[f'{p}_std'], '.2f')} (n={n})"
+
+
+def mean_std(values) -> str:
+    """``"41.20 ± 0.35 (n=3)"``: mean ± sample std (ddof=1) of the non-null values, ``–`` for one value."""
+    return _fmt_mean_std(prefixed(describe(values), "x"), "x")
+
+
+def _fmt_ci(lo: float, hi: float, sign: str = "") -> str:
+    return "–" if math.isnan(lo) else f"[{lo:{sign}.2f}, {hi:{sign}.2f}]"
+
+
+def _fmt_delta(r: dict, p: str) -> str:
+    """``"+2.30 [+0.90, +3.70]*"``: the paired Δ, its t CI (``[–]`` for one pair), ``*`` if it excludes 0."""
+    if int(r[f"{p}_n"]) == 0:
+        return "–"
+    ci = _fmt_ci(r[f"{p}_ci_low"], r[f"{p}_ci_high"], "+")
+    return f"{r[f'{p}_delta']:+.2f} {'[–]' if ci == '–' else ci}{'*' if r[f'{p}_sig'] else ''}"
+
+
+def _fmt_boot(r: dict, p: str) -> str:
+    lo, hi = r[f"{p}_boot_low"], r[f"{p}_boot_high"]
+    return _fmt_ci(lo, hi, "+") + ("*" if excludes_zero(lo, hi) else "")
+
+
+def _delta_cells(r: dict, base_label: str, boot: bool) -> dict[str, str]:
+    cells = {ABOVE: _fmt_delta(r, "vs_above"), f"Δ vs {base_label}": _fmt_delta(r, "vs_base")}
+    if boot:
+        cells.update({ABOVE + BOOT: _fmt_boot(r, "vs_above"), f"Δ vs {base_label}{BOOT}": _fmt_boot(r, "vs_base")})
+    return cells
+
+
+def _any_bootstrap(st: pd.DataFrame) -> bool:
+    return bool((st[["vs_above_n", "vs_base_n"]] >= BOOTSTRAP_MIN_N).to_numpy().any())
 
 
 def _seeds_note(g: pd.DataFrame) -> str:
@@ -242,19 +278,39 @@ def _miou13_cells(sc: pd.DataFrame, g: pd.DataFrame) -> dict[str, str]:
     return {MIOU13: mean_std(g["miou13"])} if "miou13" in sc.columns else {}
 
 
-def ablation_table(df: pd.DataFrame, select: str = "last") -> list[dict]:
-    """Rows in spec order: variant, axis values, mIoU "mean ± std (n=k)", Δ vs the first row, seeds."""
+def _mean_cells(r: dict, head: str, miou13: bool) -> dict[str, str]:
+    """The mIoU cells of a stats row: mean ± std (n), its CI; the same for mIoU* in SYNTHIA studies."""
+    cells = {head: _fmt_mean_std(r, "miou"), CI: _fmt_ci(r["miou_ci_low"], r["miou_ci_high"])}
+    if miou13:
+        cells.update({MIOU13: _fmt_mean_std(r, "miou13"), CI13: _fmt_ci(r["miou13_ci_low"], r["miou13_ci_high"])})
+    return cells
+
+
+def ablation_table(df: pd.DataFrame, select: str = "last", numeric: bool = False) -> list[dict] | pd.DataFrame:
+    """Rows in spec order: variant, axis values, mIoU "mean ± std (n=k)" and its 95 % CI, the paired Δ
+    against the row above and against source-only (the first row when there is none), seeds.
+
+    ``numeric``: a DataFrame instead, one row per table row: ``miou_mean``, ``_std``, ``_n``, ``_ci_low``,
+    ``_ci_high`` (and ``miou13_*``), ``vs_above_*`` and ``vs_base_*`` (``delta``, ``n``, ``ci_low``,
+    ``ci_high``, ``boot_low``, ``boot_high``, ``sig``), ``base`` (which row ``vs_base`` is against), seeds."""
     sc, axes = scores(df, select), axis_columns(df)
     groups = group_rows(sc, axes)
-    base = groups[0][1]["miou"].mean() if groups else math.nan
-    out = []
-    for k, g in groups:
-        m = g["miou"].mean()
-        delta = "–" if (k is groups[0][0] or math.isnan(m) or math.isnan(base)) else f"{m - base:+.2f}"
-        out.append({"variant": k["variant"], **{a: _fmt_axis(k.get(a)) for a in axes},
-                    _miou_header(select, sc): mean_std(g["miou"]), **_miou13_cells(sc, g), "Δ": delta,
-                    "seeds": _seeds_note(g)})
-    return out
+    if not groups:
+        return pd.DataFrame() if numeric else []
+    st = pd.DataFrame(group_stats(groups, "miou", axes, "miou"))
+    miou13 = "miou13" in sc.columns
+    if miou13:
+        d13 = pd.DataFrame([prefixed(describe(g["miou13"]), "miou13") for _, g in groups])
+        at = st.columns.get_loc("miou_ci_high") + 1
+        st = pd.concat([st.iloc[:, :at], d13, st.iloc[:, at:]], axis=1)
+    base_label = baseline(groups)[1]
+    st["base"] = base_label
+    st["seeds"] = [_seeds_note(g) for _, g in groups]
+    if numeric:
+        return st
+    head, boot = _miou_header(select, sc), _any_bootstrap(st)
+    return [{"variant": r["variant"], **{a: _fmt_axis(r[a]) for a in axes}, **_mean_cells(r, head, miou13),
+             **_delta_cells(r, base_label, boot), "seeds": r["seeds"]} for r in st.to_dict("records")]
 
 
 def per_class_table(df: pd.DataFrame, select: str = "last") -> tuple[list[str], list[list]]:
@@ -270,21 +326,46 @@ def per_class_table(df: pd.DataFrame, select: str = "last") -> tuple[list[str], 
     return headers, rows
 
 
-def axis_tables(df: pd.DataFrame, select: str = "last") -> dict[str, tuple[list[str], list[list]]]:
-    """One table per swept field: value → mIoU mean ± std over seeds. Rows where the field is not swept
-    (other sweeps of a union) are left out; in a cross product the other axes are listed alongside."""
+def per_class_stats(df: pd.DataFrame, select: str = "last", numeric: bool = False) -> list[dict] | pd.DataFrame:
+    """The ablation table's statistics for each class's IoU (``--stats``): one row per class × table row,
+    class by class (so the row above is the variant above, for the same class): IoU mean ± std (n), 95 %
+    CI, the paired Δ against the row above and against source-only. ``numeric``: a DataFrame, columns as
+    :func:`ablation_table`'s with ``iou_*`` for ``miou_*``."""
+    sc, axes, classes = scores(df, select), axis_columns(df), class_columns(df)
+    groups = group_rows(sc, axes)
+    st = pd.DataFrame([{"class": c, **r} for c in classes for r in group_stats(groups, c, axes, "iou")])
+    if numeric or st.empty:
+        return st if numeric else []
+    head = "IoU" + (MIOU_BEST[len(MIOU):] if select == "best" else "")
+    base_label, boot = baseline(groups)[1], _any_bootstrap(st)
+    return [{"class": r["class"], "variant": r["variant"], **{a: _fmt_axis(r[a]) for a in axes},
+             head: _fmt_mean_std(r, "iou"), CI: _fmt_ci(r["iou_ci_low"], r["iou_ci_high"]),
+             **_delta_cells(r, base_label, boot)} for r in st.to_dict("records")]
+
+
+def axis_tables(df: pd.DataFrame, select: str = "last", numeric: bool = False) -> dict[str, tuple | pd.DataFrame]:
+    """One table per swept field: value → mIoU mean ± std over seeds and its 95 % CI. Rows where the field
+    is not swept (other sweeps of a union) are left out; in a cross product the other axes are listed
+    alongside. ``numeric``: DataFrames with ``miou_mean``, ``_std``, ``_n``, ``_ci_low``, ``_ci_high``."""
     sc, axes = scores(df, select), axis_columns(df)
+    metrics = ["miou", *(["miou13"] if "miou13" in sc.columns else [])]
     out = {}
     for f in axes:
         sub = sc[sc[f].notna()]
         groups = group_rows(sub, axes)
         others = [a for a in axes if a != f and any(a in k for k, _ in groups)]
         show_variant = len({k["variant"] for k, _ in groups}) > 1
-        headers = [*(["variant"] if show_variant else []), *others, f, _miou_header(select, sc),
-                   *_miou13_cells(sc, sc), "seeds"]
-        rows = [[*([k["variant"]] if show_variant else []), *(_fmt_axis(k.get(a)) for a in others),
-                 _fmt_axis(k[f]), mean_std(g["miou"]), *_miou13_cells(sc, g).values(), _seeds_note(g)]
-                for k, g in groups]
+        st = pd.DataFrame([{**({"variant": k["variant"]} if show_variant else {}), **{a: k.get(a) for a in others},
+                            f: k[f], **{c: v for m in metrics for c, v in prefixed(describe(g[m]), m).items()},
+                            "seeds": _seeds_note(g)} for k, g in groups])
+        if numeric:
+            out[f] = st
+            continue
+        head, miou13 = _miou_header(select, sc), len(metrics) > 1
+        headers = [*(["variant"] if show_variant else []), *others, f, head, CI, *([MIOU13, CI13] if miou13 else []),
+                   "seeds"]
+        rows = [[*([r["variant"]] if show_variant else []), *(_fmt_axis(r[a]) for a in others), _fmt_axis(r[f]),
+                 *_mean_cells(r, head, miou13).values(), r["seeds"]] for r in st.to_dict("records")]
         out[f] = (headers, rows)
     return out
 
@@ -300,68 +381,25 @@ def status_line(df: pd.DataFrame) -> str:
            f"({sum(c.values())} in all)"
 
 
-# -- rendering -------------------------------------------------------------------------------------
-def _as_table(t) -> tuple[list[str], list[list]]:
-    if isinstance(t, tuple) and len(t) == 2:
-        return list(t[0]), [list(r) for r in t[1]]
-    if isinstance(t, list) and all(isinstance(r, dict) for r in t):
-        headers = list(t[0]) if t else []
-        return headers, [[r.get(h, "") for h in headers] for r in t]
-    raise TypeError(f"not a table: {type(t).__name__} (expected (headers, rows) or a list of dicts)")
-
-
-_LATEX = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "_": r"\_", "#": r"\#", "$": r"\$", "{": r"\{",
-          "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}", "±": r"$\pm$", "Δ": r"$\Delta$",
-          "–": "--"}
-
-
-def _latex_escape(s: Any) -> str:
-    return "".join(_LATEX.get(ch, ch) for ch in str(s))
-
-
-def render(tables, fmt: str = "github") -> str:
-    """One table (``(headers, rows)`` or a list of dicts) or a mapping ``title → table``, as text."""
-    from tabulate import tabulate  # noqa: PLC0415
-
-    if fmt not in ("github", "latex", "csv", "markdown"):
-        raise ValueError(f"format {fmt!r}: must be one of github, latex, csv, markdown")
-    titled = list(tables.items()) if isinstance(tables, dict) else [(None, tables)]
-    parts = []
-    for title, t in titled:
-        headers, rows = _as_table(t)
-        if fmt == "csv":
-            buf = io.StringIO()
-            w = csv.writer(buf, lineterminator="\n")
-            if title:
-                w.writerow([f"# {title}"])
-            w.writerow(headers)
-            w.writerows(rows)
-            parts.append(buf.getvalue().rstrip("\n"))
-            continue
-        if fmt == "latex":
-            text = tabulate([[_latex_escape(c) for c in r] for r in rows], [_latex_escape(h) for h in headers],
-                            tablefmt="latex_raw", disable_numparse=True)
-            head = f"% {title}\n" if title else ""
-        else:
-            text = tabulate(rows, headers, tablefmt="pipe" if fmt == "markdown" else "github",
-                            disable_numparse=True)
-            head = f"### {title}\n\n" if title else ""
-        parts.append(head + (text if rows or headers else "(no rows)"))
-    return "\n\n".join(parts)
-
-
-def report(study_dir: str | Path, fmt: str = "github", select: str = "last", write: bool = True) -> str:
+def report(study_dir: str | Path, fmt: str = "github", select: str = "last", write: bool = True,
+           stats: bool = False) -> str:
     """Everything a person reads about a study: status line, failed nodes, the tables (and writes the
-    Parquet table unless ``write`` is False)."""
+    Parquet table unless ``write`` is False). ``stats``: the per-class statistics table as well. The csv
+    format prints the numeric tables (``numeric=True``): one column per number."""
     df = collect(study_dir)
     lines = [status_line(df)]
     failed = df[df["status"] == "failed"].drop_duplicates("node_id")
     for r in failed.itertuples(index=False):
         lines.append(f"  failed: {r.node_id} ({r.phase}, seed {r.seed}): {r.error}"
                      + (f" (traceback: {r.traceback})" if isinstance(r.traceback, str) else ""))
-    tables = {"Ablation": ablation_table(df, select), "Per-class IoU": per_class_table(df, select),
-              **{f"mIoU vs {f}": t for f, t in axis_tables(df, select).items()}}
+    numeric = fmt == "csv"
+    tables = {"Ablation": ablation_table(df, select, numeric), "Per-class IoU": per_class_table(df, select)}
+    if stats:
+        tables["Per-class IoU: statistics over seeds"] = per_class_stats(df, select, numeric)
+    tables.update({f"mIoU vs {f}": t for f, t in axis_tables(df, select, numeric).items()})
     lines += ["", render(tables, fmt)]
+    if not numeric:
+        lines += ["", ("% " if fmt == "latex" else "") + NOTE]
     if write:
         lines += ["", f"wrote {write_parquet(study_dir, df)}"]
     return "\n".join(lines)
