@@ -182,3 +182,28 @@ def test_only_an_interrupted_experiment_of_the_same_plan_and_folder_is_restored(
     assert interrupted_experiment(plan, moved) is None  # a copied folder: its configs name the old path
     marker.write_text("{not json")
     assert interrupted_experiment(plan, tmp_path) is None
+
+
+def test_each_trial_config_says_which_rows_variants_seed_switches_and_swept_values_its_node_serves(tmp_path, said):
+    from proda.ablation.grid import SENSITIVITY_SPEC
+
+    plan = expand(SENSITIVITY_SPEC)  # pd+sl × 3 one-axis sweeps × 3 seeds: warm-ups and pseudo0 shared by 13 rows
+    s = NodeScheduler(plan, tmp_path, list(plan.nodes), {"study_dir": str(tmp_path)})
+    (warmup,) = [n for n in plan.nodes_in_phase("warmup") if n.seed == 0]
+    c = pickle.loads(pickle.dumps(s)).tags[warmup.id]
+    assert c["kind"] == "warmup" and c["seed"] == 0 and c["variants"] == ["pd+sl"] and c["final_of"] == []
+    assert len(c["rows"]) == 13 and "pd+sl stage1.gamma1=5.0 seed0" in c["rows"]
+    assert {k: c[k] for k in ("st", "sce", "pd", "sl", "reg", "kd")} == dict(st=True, sce=True, pd=True, sl=True,
+                                                                            reg=True, kd=0)
+    # the warm-up serves every swept value: none of them is its own
+    assert c["stage1.gamma1"] is c["stage1.gamma2"] is c["stage1.proto_momentum"] is None
+    # a stage-1 node of the γ1 sweep: its own γ1, the preset's λ and γ2; the row whose score it is
+    (node,) = [i for i, t in s.tags.items() if t["final_of"] == ["pd+sl stage1.gamma1=5.0 seed1"]]
+    t = s.tags[node]
+    assert (t["kind"], t["seed"], t["stage1.gamma1"], t["stage1.gamma2"], t["stage1.proto_momentum"]) == \
+        ("stage1", 1, 5.0, 0.1, 0.98)
+    # the trial configs the searcher hands Tune: its own keys and these, flat
+    configs = [s.suggest(f"t{k}") for k in range(3)]  # the three warm-ups (nothing else has all its inputs)
+    assert all(cfg == {"study_dir": str(tmp_path), "node_id": cfg["node_id"], "phase": "warmup",
+                       **s.tags[cfg["node_id"]]} for cfg in configs)
+    assert sorted(cfg["seed"] for cfg in configs) == [0, 1, 2]
