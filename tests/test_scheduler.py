@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 
+from conftest import tensorboard_scalars
 from proda.ablation.grid import SMOKE_SPEC, expand
 from proda.ablation.runner import node_status, record_error
 from proda.ablation.scheduler import NodeScheduler, critical_path, set_log
@@ -207,3 +208,31 @@ def test_each_trial_config_says_which_rows_variants_seed_switches_and_swept_valu
     assert all(cfg == {"study_dir": str(tmp_path), "node_id": cfg["node_id"], "phase": "warmup",
                        **s.tags[cfg["node_id"]]} for cfg in configs)
     assert sorted(cfg["seed"] for cfg in configs) == [0, 1, 2]
+
+
+def test_each_nodes_curves_go_to_its_tensorboard_run_under_the_study_folder(tmp_path, said):
+    from proda.ablation.tensorboard import StudyTensorBoard
+
+    class Trial:  # what the callback reads of a Tune trial: its config (trials are dict keys, by identity)
+        def __init__(self, config):
+            self.config = config
+
+    plan = expand(SMOKE_SPEC)
+    s = NodeScheduler(plan, tmp_path, list(plan.nodes), {"study_dir": str(tmp_path)})
+    cfg = s.suggest("t0")
+    trial = Trial(cfg)
+    tb = pickle.loads(pickle.dumps(StudyTensorBoard(tmp_path)))  # Tune pickles its callbacks with the run config
+    tb.log_trial_start(trial)
+    base = {"node_id": cfg["node_id"], "stage": cfg["phase"], "timestamp": 1, "training_iteration": 1}
+    tb.log_trial_result(1, trial, {**base, "kind": "train", "step": 2, "loss_ce": 1.5, "images_per_s": 40.0})
+    tb.log_trial_result(2, trial, {**base, "kind": "train", "step": 4, "loss_ce": 1.0, "images_per_s": 42.0})
+    tb.log_trial_result(3, trial, {**base, "kind": "eval", "step": 4, "miou": 12.5, "iou/road": 50.0})
+    tb.log_trial_result(4, trial, {**base, "done": 1, "miou": 12.5})  # the final report repeats the evaluation
+    tb.log_trial_end(trial)
+    (run,) = (tmp_path / "tensorboard").iterdir()
+    variants = ",".join(cfg["variants"])
+    assert run.name == f"{cfg['phase']}-{variants}-seed{cfg['seed']}-{cfg['node_id'][:8]}"
+    ev = tensorboard_scalars(run)
+    assert ev["train/loss_ce"] == [(2, 1.5), (4, 1.0)] and [s for s, _ in ev["train/images_per_s"]] == [2, 4]
+    assert ev["eval/miou"] == [(4, 12.5)] and ev["eval/iou/road"] == [(4, 50.0)]
+    assert not any(t.endswith(("timestamp", "training_iteration", "step", "done")) for t in ev)
