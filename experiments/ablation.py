@@ -8,7 +8,9 @@
 Presets: default (the 7 Table-3 variants × 3 seeds, embedded benchmark), smoke, paper, sensitivity (λ, γ1,
 γ2 sweeps). The study lives in STORAGE/NAME: running the same command again completes an interrupted
 study without re-running finished nodes. ``python experiments/results.py STORAGE/NAME`` prints the tables
-at any time.
+at any time; ``tensorboard --logdir STORAGE/NAME`` shows each node's learning curves; Tune's own tables
+(``ray.tune.ExperimentAnalysis(STORAGE/NAME/tune/study-…).dataframe()``) carry each node's seed, rows,
+variants, stage switches and swept values in its config.
 
 Exit status: 0 when every node finished; 1 when the study ran but some nodes failed (the summary lists
 each with its error and the path of its traceback; the same command runs them again, keeping every
@@ -129,6 +131,8 @@ def main(argv: list[str] | None = None) -> int:
                   log=lambda s: print(s, flush=True))
         print(f"\nstudy {study} — wall time {time.monotonic() - t0:.0f} s\n")
         print(R.report(study, args.format, args.select, stats=args.stats))
+        if (study / "tensorboard").is_dir():  # each node's learning curves, by phase, variants and seed
+            print(f"\nlearning curves: tensorboard --logdir {study}   (pip install tensorboard)")
         failed = [i for i in plan.nodes if node_status(study, i) == "failed"]
     except Exception as e:  # noqa: BLE001 - one clear line unless --debug
         if args.debug:

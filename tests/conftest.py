@@ -38,3 +38,23 @@ def tiny_config(synthetic_cache, variant="pd+sl", **overrides):
             # SGD: one step is linear in the gradient, so DDP / accumulation comparisons are tight
             "optim.optimizer": "sgd", "optim.momentum": 0.9}
     return make_config("smoke", variant, 0, {**base, **overrides})
+
+
+def tensorboard_scalars(run_dir):
+    """The scalars (tag → [(step, value)]) of the TensorBoard event files in ``run_dir``, read as TFRecords of
+    Event protos (tensorboardX's own protobuf classes; the tensorboard package is not a dependency)."""
+    import struct
+
+    from tensorboardX.proto.event_pb2 import Event
+
+    out = {}
+    for path in sorted(run_dir.glob("events.out.tfevents.*")):
+        data = path.read_bytes()
+        pos = 0
+        while pos < len(data):
+            (n,) = struct.unpack("<Q", data[pos:pos + 8])
+            ev = Event.FromString(data[pos + 12:pos + 12 + n])
+            pos += 12 + n + 4  # length, its crc, the record, its crc
+            for v in ev.summary.value:
+                out.setdefault(v.tag, []).append((ev.step, v.simple_value))
+    return out

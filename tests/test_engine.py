@@ -132,3 +132,15 @@ def test_cli_runs_a_variant_and_writes_summary(tmp_path, synthetic_cache, capsys
     assert "already holds a finished run" in capsys.readouterr().err
     assert main(["--variant", "st", "--out", str(tmp_path / "x"), "--set", "stage1.gama1=3"]) == 2
     assert "did you mean 'stage1.gamma1'" in capsys.readouterr().err
+
+
+def test_the_reporter_gets_the_learning_curve_at_every_log_step_and_every_evaluation(tmp_path, synthetic_cache):
+    from proda.engine.nodes import NodeSpec, run_node
+
+    cfg = tiny_config(synthetic_cache, "source-only", **{"eval.interval": 2})  # 4 steps, a log every 2
+    seen = []
+    run_node(NodeSpec("warmup", "warmup", {}), cfg, tmp_path / "w", {}, reporter=seen.append, log=lambda s: None)
+    assert [(r["kind"], r["step"]) for r in seen] == [("train", 2), ("eval", 2), ("train", 4), ("eval", 4)]
+    train = [r for r in seen if r["kind"] == "train"]
+    assert all(r["images_per_s"] > 0 and r["lr"] > 0 and any(k.startswith("loss") for k in r) for r in train)
+    assert all(0 <= r["miou"] <= 100 and len(r["iou"]) == 19 for r in seen if r["kind"] == "eval")

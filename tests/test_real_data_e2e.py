@@ -106,3 +106,57 @@ def test_a_smoke_study_on_real_layouts_runs_every_node_and_reports_the_datasets_
     assert _header(out, "Per-class IoU") == ["variant", *class_names(num_classes), *means]
     for variant in ("source-only", "warmup+", "proda-kd1"):
         assert f"| {variant} " in out
+    _tune_tables_and_tensorboard_explain_themselves(study, plan, num_classes, out)
+
+
+def _tune_tables_and_tensorboard_explain_themselves(study: Path, plan: dict, num_classes: int, out: str):
+    """Tune's own tables, read without proda: each trial's config carries its node's seed, rows, variants and
+    stage switches as flat keys; each node reported its learning curve (one result per log step) and mIoU with
+    per-class IoU; and each node's curves are TensorBoard event files under the study folder, named."""
+    from ray import tune
+    from ray.tune import ExperimentAnalysis
+
+    from conftest import tensorboard_scalars
+    from proda.ablation.runner import _node_trial  # Tuner.restore asks for the trainable it ran
+
+    (exp,) = (study / "tune").glob("study-*")
+    df = tune.Tuner.restore(str(exp), trainable=_node_trial).get_results().get_dataframe()
+    assert {f"config/{k}" for k in ("node_id", "phase", "kind", "seed", "rows", "variants", "final_of",
+                                    "st", "sce", "pd", "sl", "reg", "kd")} <= set(df.columns)
+    assert sorted(df["config/node_id"]) == sorted(plan["nodes"])
+    assert all(df["config/seed"] == [plan["nodes"][i]["seed"] for i in df["config/node_id"]])
+    # group by variant and seed: each row of the study once, its score the mIoU of the node it ends at
+    finals = df.explode("config/final_of").dropna(subset=["config/final_of"])
+    assert sorted(finals["config/final_of"]) == ["proda-kd1 seed0", "source-only seed0", "warmup+ seed0"]
+    per_variant = df.explode("config/variants").groupby(["config/variants", "config/seed"])["config/node_id"].size()
+    assert per_variant.to_dict() == {(r["variant"], r["seed"]): len(r["nodes"]) for r in plan["rows"]}
+    assert df[df["config/final_of"].map(lambda rows: "proda-kd1 seed0" in rows)]["config/kd"].tolist() == [1]
+    # every result of every node: more than one per node, the training nodes' curves at each log step
+    # (log_interval 1), mIoU and every class's IoU at every evaluation
+    classes = [f"iou/{c}" for c in class_names(num_classes)]
+    analysis = ExperimentAnalysis(str(exp))
+    for t in analysis.trials:
+        rows = analysis.trial_dataframes[t.trial_id]
+        assert len(rows) > 1, t
+        if t.config["kind"] == "pseudo":
+            assert "pseudo_label_accuracy" in rows  # its value is NaN on these tiny trees
+            continue
+        train = rows[rows["kind"] == "train"]  # every node kind trains for 2 steps here
+        assert list(train["step"]) == [1, 2] and (train["images_per_s"] > 0).all(), t
+        if t.config["kind"] != "ssl":  # SimCLR has no evaluation
+            evals = rows[rows["kind"] == "eval"]
+            assert len(evals) >= 1 and evals[["miou", *classes]].notna().all().all(), t
+    # TensorBoard: one run per node under STUDY/tensorboard, named <phase>-<variants>-seed<k>-<id8>, that parses
+    runs = {p.name: p for p in (study / "tensorboard").iterdir()}
+    assert sorted(r.rsplit("-", 1)[1] for r in runs) == sorted(i[:8] for i in plan["nodes"])
+    for t in analysis.trials:
+        name = f"{t.config['phase']}-{','.join(t.config['variants'])}-seed{t.config['seed']}-{t.config['node_id'][:8]}"
+        tags = tensorboard_scalars(runs[name])
+        if t.config["kind"] == "pseudo":
+            assert "pseudo/pseudo_label_accuracy" in tags
+        else:
+            assert [s for s, _ in tags["train/images_per_s"]] == [1, 2]
+            # tensorboardX writes a tag's spaces as underscores: eval/iou/traffic_light
+            evals = {"eval/miou", *(f"eval/{c}".replace(" ", "_") for c in classes)}
+            assert t.config["kind"] == "ssl" or evals <= set(tags)
+    assert f"tensorboard --logdir {study}" in out and "/tmp/ray/session" not in out

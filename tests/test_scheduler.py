@@ -8,6 +8,7 @@ import pickle
 
 import pytest
 
+from conftest import tensorboard_scalars
 from proda.ablation.grid import SMOKE_SPEC, expand
 from proda.ablation.runner import node_status, record_error
 from proda.ablation.scheduler import NodeScheduler, critical_path, set_log
@@ -182,3 +183,56 @@ def test_only_an_interrupted_experiment_of_the_same_plan_and_folder_is_restored(
     assert interrupted_experiment(plan, moved) is None  # a copied folder: its configs name the old path
     marker.write_text("{not json")
     assert interrupted_experiment(plan, tmp_path) is None
+
+
+def test_each_trial_config_says_which_rows_variants_seed_switches_and_swept_values_its_node_serves(tmp_path, said):
+    from proda.ablation.grid import SENSITIVITY_SPEC
+
+    plan = expand(SENSITIVITY_SPEC)  # pd+sl × 3 one-axis sweeps × 3 seeds: warm-ups and pseudo0 shared by 13 rows
+    s = NodeScheduler(plan, tmp_path, list(plan.nodes), {"study_dir": str(tmp_path)})
+    (warmup,) = [n for n in plan.nodes_in_phase("warmup") if n.seed == 0]
+    c = pickle.loads(pickle.dumps(s)).tags[warmup.id]
+    assert c["kind"] == "warmup" and c["seed"] == 0 and c["variants"] == ["pd+sl"] and c["final_of"] == []
+    assert len(c["rows"]) == 13 and "pd+sl stage1.gamma1=5.0 seed0" in c["rows"]
+    assert {k: c[k] for k in ("st", "sce", "pd", "sl", "reg", "kd")} == dict(st=True, sce=True, pd=True, sl=True,
+                                                                            reg=True, kd=0)
+    # the warm-up serves every swept value: none of them is its own
+    assert c["stage1.gamma1"] is c["stage1.gamma2"] is c["stage1.proto_momentum"] is None
+    # a stage-1 node of the γ1 sweep: its own γ1, the preset's λ and γ2; the row whose score it is
+    (node,) = [i for i, t in s.tags.items() if t["final_of"] == ["pd+sl stage1.gamma1=5.0 seed1"]]
+    t = s.tags[node]
+    assert (t["kind"], t["seed"], t["stage1.gamma1"], t["stage1.gamma2"], t["stage1.proto_momentum"]) == \
+        ("stage1", 1, 5.0, 0.1, 0.98)
+    # the trial configs the searcher hands Tune: its own keys and these, flat
+    configs = [s.suggest(f"t{k}") for k in range(3)]  # the three warm-ups (nothing else has all its inputs)
+    assert all(cfg == {"study_dir": str(tmp_path), "node_id": cfg["node_id"], "phase": "warmup",
+                       **s.tags[cfg["node_id"]]} for cfg in configs)
+    assert sorted(cfg["seed"] for cfg in configs) == [0, 1, 2]
+
+
+def test_each_nodes_curves_go_to_its_tensorboard_run_under_the_study_folder(tmp_path, said):
+    from proda.ablation.tensorboard import StudyTensorBoard
+
+    class Trial:  # what the callback reads of a Tune trial: its config (trials are dict keys, by identity)
+        def __init__(self, config):
+            self.config = config
+
+    plan = expand(SMOKE_SPEC)
+    s = NodeScheduler(plan, tmp_path, list(plan.nodes), {"study_dir": str(tmp_path)})
+    cfg = s.suggest("t0")
+    trial = Trial(cfg)
+    tb = pickle.loads(pickle.dumps(StudyTensorBoard(tmp_path)))  # Tune pickles its callbacks with the run config
+    tb.log_trial_start(trial)
+    base = {"node_id": cfg["node_id"], "stage": cfg["phase"], "timestamp": 1, "training_iteration": 1}
+    tb.log_trial_result(1, trial, {**base, "kind": "train", "step": 2, "loss_ce": 1.5, "images_per_s": 40.0})
+    tb.log_trial_result(2, trial, {**base, "kind": "train", "step": 4, "loss_ce": 1.0, "images_per_s": 42.0})
+    tb.log_trial_result(3, trial, {**base, "kind": "eval", "step": 4, "miou": 12.5, "iou/road": 50.0})
+    tb.log_trial_result(4, trial, {**base, "done": 1, "miou": 12.5})  # the final report repeats the evaluation
+    tb.log_trial_end(trial)
+    (run,) = (tmp_path / "tensorboard").iterdir()
+    variants = ",".join(cfg["variants"])
+    assert run.name == f"{cfg['phase']}-{variants}-seed{cfg['seed']}-{cfg['node_id'][:8]}"
+    ev = tensorboard_scalars(run)
+    assert ev["train/loss_ce"] == [(2, 1.5), (4, 1.0)] and [s for s, _ in ev["train/images_per_s"]] == [2, 4]
+    assert ev["eval/miou"] == [(4, 12.5)] and ev["eval/iou/road"] == [(4, 50.0)]
+    assert not any(t.endswith(("timestamp", "training_iteration", "step", "done")) for t in ev)

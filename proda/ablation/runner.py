@@ -301,7 +301,7 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
     earlier driver was interrupted while it ran."""
     from ray import tune
 
-    from proda.ablation import scheduler
+    from proda.ablation import scheduler, tensorboard
 
     todo = [i for i in plan.nodes if node_status(study_dir, i) != "done"]
     if not todo:
@@ -339,10 +339,12 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
                                         trial_name_creator=scheduler.trial_name,
                                         trial_dirname_creator=scheduler.trial_name),
             run_config=tune.RunConfig(name=name, storage_path=str(exp_dir), verbose=1,
+                                      callbacks=tensorboard.tune_loggers(study_dir),
                                       # local mode: Tune retries the trial (the node resumes from its checkpoint)
                                       failure_config=tune.FailureConfig(max_failures=max_failures if local else 0)),
         )
-    tuner.fit()
+    with tensorboard.without_tune_tensorboard():
+        tuner.fit()
     marker.unlink(missing_ok=True)
     for i in todo:  # e.g. a trial the restored experiment had finished before the kill, without its node
         if node_status(study_dir, i) not in ("done", "failed"):

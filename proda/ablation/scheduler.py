@@ -16,8 +16,9 @@ from typing import Callable
 
 from ray.tune.search import Searcher
 
-from proda.ablation.grid import Plan
+from proda.ablation.grid import Plan, _lookup
 from proda.ablation.runner import SKIPPED, _mark_failed, mark_unfinished, node_status
+from proda.presets import COMPONENTS
 
 _LOG: Callable[[str], None] = print  # the driver's log; module-level so the searcher stays picklable
 
@@ -47,6 +48,52 @@ def trial_name(trial) -> str:
     return f"{trial.config['phase']}_{trial.config['node_id'][:8]}"
 
 
+STAGE_SWITCHES = ("st", "sce", "pd", "sl", "reg", "kd")  # the components of proda.presets.COMPONENTS a row varies
+
+
+def row_label(variant: str, axes: dict, seed: int) -> str:
+    """A row of the study in words: ``pd+sl stage1.gamma1=5.0 seed0``."""
+    return " ".join([variant, *(f"{k}={v}" for k, v in axes.items()), f"seed{seed}"])
+
+
+def trial_tags(plan: Plan) -> dict[str, dict]:
+    """Per node, the flat keys its Tune trial's config carries, so that Tune's own tables
+    (``ExperimentAnalysis(path).dataframe()``, ``Tuner.restore(...).get_results().get_dataframe()``) tell the
+    trials apart without proda: ``kind``, ``seed``; ``rows`` (every row the node serves, :func:`row_label`),
+    ``variants`` (their variants, in the spec's order), ``final_of`` (the rows whose score is this node's
+    evaluation); each stage switch (``st`` … ``kd``) and each swept field (``stage1.gamma1``, …) with the value
+    the rows it serves agree on — ``None`` where they differ: a shared prefix (a warm-up serves every variant)
+    does not depend on it. Lists explode into one line per row or variant: ``df.explode("config/variants")``."""
+    spec = plan.spec
+    values: dict[str, list[dict]] = {i: [] for i in plan.nodes}  # per node: each row's switches and swept values
+    rows: dict[str, list[str]] = {i: [] for i in plan.nodes}
+    final: dict[str, list[str]] = {i: [] for i in plan.nodes}
+    for r in plan.rows:
+        d = spec.row_config(r.variant, r.axes, r.seed).to_dict()
+        v = {k: _lookup(d, COMPONENTS[k]) for k in STAGE_SWITCHES} | {f: _lookup(d, f) for f in spec.axis_fields()}
+        label = row_label(r.variant, r.axes, r.seed)
+        for i in r.nodes:
+            values[i].append({"variant": r.variant, **v})
+            rows[i].append(label)
+        final[r.final].append(label)
+    out = {}
+    for i, n in plan.nodes.items():
+        vs = values[i]
+        agreed = {k: vs[0][k] if all(x[k] == vs[0][k] for x in vs) else None for k in vs[0] if k != "variant"}
+        out[i] = {"kind": n.kind, "seed": n.seed, "rows": rows[i],
+                  "variants": [v for v in spec.variants if any(x["variant"] == v for x in vs)],
+                  "final_of": final[i], **agreed}
+    return out
+
+
+def tensorboard_name(config: dict) -> str:
+    """A node's TensorBoard run, ``<phase>-<variants>-seed<k>-<id8>``: ``stage1-pd+sl,proda-seed0-1a2b3c4d``."""
+    variants = ",".join(config.get("variants", ())) or "node"
+    if len(variants) > 60:
+        variants = f"{len(config['variants'])}variants"
+    return f"{config['phase']}-{variants}-seed{config.get('seed', 'x')}-{config['node_id'][:8]}"
+
+
 class NodeScheduler(Searcher):
     """Tune searcher over the study's DAG: ``suggest`` returns a node whose inputs are all done (the one
     with the longest estimated chain after it first), ``None`` while every waiting node still waits for a
@@ -61,6 +108,7 @@ class NodeScheduler(Searcher):
         order = {p: k for k, p in enumerate(plan.phases)}
         self.pending = sorted(todo, key=lambda i: (-rank[i], order[plan.nodes[i].phase], i))
         self.running: dict[str, str] = {}  # trial id → node id
+        self.tags = trial_tags(plan)  # what each trial's config says about its node (Tune's tables)
         self._t0: float | None = None
         self._cost0 = 0.0
 
@@ -94,7 +142,7 @@ class NodeScheduler(Searcher):
             if all(self._status(up) == "done" for up in self._inputs(i)):
                 self.pending.remove(i)
                 self.running[trial_id] = i
-                return {**self.base, "node_id": i, "phase": self.plan.nodes[i].phase}
+                return {**self.base, "node_id": i, "phase": self.plan.nodes[i].phase, **self.tags[i]}
         if not self.pending:
             return self.FINISHED
         if not self.running:  # nothing runs that could unblock the rest (cannot happen with a valid plan)
@@ -130,4 +178,6 @@ class NodeScheduler(Searcher):
         with open(checkpoint_path) as f:
             d = json.load(f)
         self.pending, self.running = list(d["pending"]), dict(d["running"])
+        if not hasattr(self, "tags"):  # pickled by a driver from before the tags
+            self.tags = trial_tags(self.plan)
         self._t0 = None

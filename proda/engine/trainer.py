@@ -22,7 +22,8 @@ from proda.engine import distributed as ddp
 from proda.engine.data import Split, eval_batches
 from proda.evaluation import ConfusionMatrix
 
-# reporter(metrics), called on every rank: the Ray layer plugs in ray.train.report; None → no reporting
+# reporter(metrics), called on every rank at every log step (kind "train": losses, images/s, lr) and every
+# evaluation (kind "eval": mIoU, per-class IoU): the Ray layer plugs in ray.train.report; None → no reporting
 Reporter = Callable[[dict[str, Any]], None]
 
 
@@ -127,6 +128,8 @@ def run_stage(stage, *, steps: int, out_dir: str | Path, val: Split | None, num_
             jl.write(rec)
             log(f"[{name}] step {step + 1}/{steps} " + " ".join(f"{k}={float(v):.4f}" for k, v in acc.items())
                 + f" {rec['images_per_s']:.1f} img/s")
+            if reporter is not None:  # the learning curves (Tune's results, TensorBoard)
+                reporter(rec)
             t0, seen = time.perf_counter(), 0
         metrics = None
         if val is not None and ((step + 1) % eval_interval == 0 or last):
