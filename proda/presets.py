@@ -66,14 +66,15 @@ _SYNTHETIC = {  # sized for 2 CPU cores: the default study (39 nodes) within ~20
     "pseudo": {"threshold": 0.9, "flip": True},
     # Stage 1, scaled from the paper's 30k-step, 256-channel setting by stated rules (docs/differences.md S1–S6):
     #  threshold 0.9 for the hard labels of every row (ST: ξ(p), PD: ξ(ω ⊙ p)) — one rule, one change per row;
-    #  λ: (1 − λ)·steps = 3, as (1 − 0.9999)·30k;  EMA encoder: horizon 1/(1 − m) = steps / 30, as 1000 of 30k;
+    #  λ: (1 − λ)·steps = 3, as (1 − 0.9999)·30k;  EMA encoder: the paper's per-step momentum 0.999 (S3);
     #  τ = √(C / 256) = 0.354 for C = 32 channels: distances between GroupNorm'd features grow as √C;
     #  SL: the official KL ÷ K (γ1 = 10 on the per-class-channel mean, effective 10/19)
     "stage1": {"steps": 150, "lr": 5e-4, "proto_momentum": 0.98, "gamma1": 10.0, "gamma2": 0.1, "tau": 0.354,
-               "ema_momentum": 0.8, "threshold": 0.9, "official_kl_norm": True},
+               "ema_momentum": 0.999, "threshold": 0.9, "official_kl_norm": True},
     # the student starts from the seed's ssl node (SimCLR on the unlabelled train images), not from its teacher,
-    # and, as it starts from weights not trained for the task, gets the warm-up's schedule (S7: 400 steps at 2e-3)
-    "distill": {"rounds": 2, "steps": 400, "lr": 2e-3, "beta": 1.0, "student_init": "ssl"},
+    # and, as it starts from weights not trained for the task, it trains as long as its teacher was trained
+    # (warm-up + stage 1 = 550 steps) at the warm-up's learning rate (S7)
+    "distill": {"rounds": 2, "steps": 550, "lr": 2e-3, "beta": 1.0, "student_init": "ssl"},
     # SimCLR at half resolution: 32×64 views cost ~1/4 of 64×128 ones, 0.31 s per step of 64 images (128 views)
     # on one core, so the node (one per seed) costs ~80 s; t = 0.2 for a batch of 128 views
     "ssl": {"steps": 250, "lr": 1e-3, "batch_size": 64, "temperature": 0.2, "proj_dim": 64, "hidden_dim": 128,
