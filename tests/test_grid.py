@@ -239,3 +239,17 @@ def test_builtin_specs_and_unknown_name():
     assert kinds == {"ssl", "warmup", "extend", "pseudo", "stage1", "distill"} and len(builtin_spec("smoke").seeds) == 2
     with pytest.raises(ConfigError, match="did you mean 'paper'"):
         builtin_spec("papr")
+
+
+def test_node_ids_of_embedded_benchmark_nodes_change_with_its_version(monkeypatch):
+    """A study folder must never reuse a node trained on another drawing of the benchmark."""
+    import proda.chain as chain_mod
+    from proda.presets import make_config
+
+    cfg = make_config("smoke", "warmup", 0)
+    real = make_config("smoke", "warmup", 0, {"data.source": "gta5", "data.target": "cityscapes", "data.source_root": "/x", "data.target_root": "/y"})
+    before = chain_mod.node_id("warmup", cfg, 0, {}), chain_mod.node_id("warmup", real, 0, {})
+    monkeypatch.setattr(chain_mod, "SYNTHETIC_VERSION", "v-other")
+    after = chain_mod.node_id("warmup", cfg, 0, {}), chain_mod.node_id("warmup", real, 0, {})
+    assert before[0] != after[0]  # the embedded benchmark's node moved
+    assert before[1] == after[1]  # a real dataset's node did not
