@@ -11,6 +11,7 @@ Symbols follow the paper (DESIGN.md decision 4): ``proto_momentum`` is λ in η 
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import hashlib
 import json
@@ -22,6 +23,17 @@ from typing import Any
 
 class ConfigError(ValueError):
     """A config value or key is invalid; the message names the dotted field."""
+
+
+@contextlib.contextmanager
+def naming_file(path: Path | None):
+    """A :class:`ConfigError` raised inside starts with the file's name (``path``; None: inline text, as is)."""
+    try:
+        yield
+    except ConfigError as e:
+        if path is None:
+            raise
+        raise ConfigError(f"{path}: {e}") from e
 
 
 def load_yaml(text: str, source: str | Path | None = None) -> Any:
@@ -344,14 +356,10 @@ class Config:
                 raise ConfigError(f"config file '{path}' does not exist")
             text = path.read_text()
         d = load_yaml(text, path) or {}
-        try:
+        with naming_file(path):
             if not isinstance(d, dict):
                 raise ConfigError(f"config YAML must be a mapping, got {type(d).__name__}")
             return cls.from_dict(d)
-        except ConfigError as e:
-            if path is None:
-                raise
-            raise ConfigError(f"{path}: {e}") from e
 
     def hash(self, n: int = 16) -> str:
         """Stable content hash: same config → same hash across processes and machines."""

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 from proda.chain import CITYSCAPES_TRAIN_IMAGES, chain, est_cost, node_id, phase_position  # noqa: F401
-from proda.config import Config, ConfigError, field_paths, load_yaml
+from proda.config import Config, ConfigError, field_paths, load_yaml, naming_file
 from proda.presets import COMPONENTS, PRESETS, VARIANTS, make_config
 
 TABLE3_VARIANTS = ("source-only", "warmup", "warmup+", "st", "st+sce", "pd", "pd+sl", "proda")
@@ -135,12 +135,8 @@ class AblationSpec:
             raise ConfigError(f"ablation spec {where} is empty (expected a mapping with at least variants and seeds)")
         if isinstance(d, dict) and path is not None:
             d.setdefault("name", path.stem)
-        try:
+        with naming_file(path):
             return cls.from_dict(d)
-        except ConfigError as e:
-            if path is None:
-                raise
-            raise ConfigError(f"{path}: {e}") from e
 
 
 def _check_overrides(overrides: Any) -> dict:
