@@ -67,7 +67,8 @@ def _read_json(path: Path) -> dict | None:
     return d if isinstance(d, dict) else None
 
 
-def _read_jsonl(path: Path) -> list[dict]:
+def read_jsonl(path: Path) -> list[dict]:
+    """The records of a JSON-lines file (a node's ``metrics.jsonl``); [] when it is absent."""
     if not path.is_file():
         return []
     out = []
@@ -98,7 +99,7 @@ def node_state(node_dir: Path, node) -> dict[str, Any]:
     status = "done" if done is not None else "failed" if failed is not None else (
         "running" if node_dir.is_dir() else "missing")
     evals: dict[int, tuple] = {}  # step → record; a step evaluated twice (resume) keeps the later record
-    for rec in _read_jsonl(node_dir / "metrics.jsonl"):
+    for rec in read_jsonl(node_dir / "metrics.jsonl"):
         if rec.get("kind") == "eval" and "miou" in rec and "step" in rec:
             evals[int(rec["step"])] = (float(rec["miou"]), dict(rec.get("iou") or {}))
     if done is not None and not evals and "miou" in done and node.kind in TRAINING_KINDS:
@@ -196,7 +197,7 @@ def scores(df: pd.DataFrame, select: str = "last") -> pd.DataFrame:
     return sc
 
 
-def _group_key(v: Any) -> str | None:
+def group_key(v: Any) -> str | None:
     """An axis value as a hashable group key (values may be lists); null: no key."""
     return None if is_null(v) else json.dumps(v, sort_keys=True, default=str)
 
@@ -206,7 +207,7 @@ def group_rows(sc: pd.DataFrame, axes: list[str]) -> list[tuple[dict, pd.DataFra
     holds the variant and the axes its rows sweep (a null axis value is not part of the key)."""
     if sc.empty:
         return []
-    by = [sc["variant"], *(sc[a].map(_group_key).rename(a) for a in axes)]
+    by = [sc["variant"], *(sc[a].map(group_key).rename(a) for a in axes)]
     out = []
     for _, g in sc.groupby(by, sort=False, dropna=False):
         r = g.iloc[0]

@@ -136,6 +136,6 @@ def test_a_log_line_torn_by_a_kill_does_not_swallow_the_next_record(tmp_path, re
     log = tmp_path / "metrics.jsonl"
     log.write_text(json.dumps({"kind": "eval", "step": 10, "miou": 5.0}) + "\n" + '{"kind": "eval", "st')
     JsonlLog(log).write({"kind": "eval", "step": 20, "miou": 6.0})  # the resumed run appends
-    steps = [r["step"] for r in R._read_jsonl(log)]
+    steps = [r["step"] for r in R.read_jsonl(log)]
     record_property("results_lost", len({10, 20} - set(steps)))
     assert steps == [10, 20]
