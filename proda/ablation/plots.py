@@ -117,8 +117,8 @@ def _heatmap(m: pd.DataFrame, path: Path, title: str, cmap: str, vmin: float, vm
     fig, axs = _figure(left + 0.55 * n_cols + 1.3, 1.7 + 0.34 * n_rows)
     ax = axs[0][0]
     vals = m.to_numpy(float)  # (rows, cols)
-    im = ax.imshow(np.ma.masked_invalid(vals), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto")
-    im.cmap.set_bad("#dddddd")
+    colours = pyplot().get_cmap(cmap).with_extremes(bad="#dddddd")  # NaN cells grey
+    im = ax.imshow(np.ma.masked_invalid(vals), cmap=colours, vmin=vmin, vmax=vmax, aspect="auto")
     ax.set_xticks(range(n_cols), list(m.columns), rotation=50, ha="right", rotation_mode="anchor", fontsize=8)
     ax.set_yticks(range(n_rows), list(m.index), fontsize=8)
     for i in range(n_rows):
