@@ -181,6 +181,16 @@ def test_a_sweep_gets_one_curve_per_swept_field_and_no_learning_curves_without_t
         assert_legible(tmp_path / n)
 
 
+def test_a_study_that_is_still_warming_up_gets_its_learning_curves_only(tmp_path):
+    plan = expand(AblationSpec(name="w", preset="smoke", variants=("source-only", "st"), seeds=(0,)))
+    (tmp_path / "plan.json").write_text(plan.to_json())
+    warmup = plan.rows[1].nodes[0]
+    write_node(tmp_path, warmup, train=[losses(s, "loss_src", "loss_adv") for s in (10, 20, 30)], done=False)
+    assert R.status_line(R.collect(tmp_path)) == "nodes: 0 done, 1 running, 0 failed, 3 missing (4 in all)"
+    assert P.plot_study(tmp_path, tmp_path / "png") == [tmp_path / "png" / "learning_curves.png"]
+    assert_legible(tmp_path / "png" / "learning_curves.png")
+
+
 def test_a_blank_figure_fails_the_legibility_check(tmp_path):
     plt = P.pyplot()
     fig, ax = plt.subplots(figsize=(6, 4))

@@ -351,13 +351,14 @@ def plot_study(study_dir: str | Path, out_dir: str | Path, select: str = "last",
                df: pd.DataFrame | None = None) -> list[Path]:
     """Every plot of a study (but the prediction strip, which runs the models) into ``out_dir``:
     ``iou_heatmap.png``, ``delta_heatmap.png`` (two row groups or more), ``miou.png``, ``axis_<field>.png``
-    per swept field, ``learning_curves.png`` (when some node logged a train step). ``base``: the Δ
+    per swept field — these four once some row has a score —, ``learning_curves.png`` (once some node logged
+    a train step). ``base``: the Δ
     heatmap's baseline row (:func:`resolve_baseline`)."""
     out = Path(out_dir)
     df = R.collect(study_dir) if df is None else df
     sc, axes, classes = R.scores(df, select), R.axis_columns(df), R.class_columns(df)
     written: list[Path | None] = []
-    if R.group_rows(sc, axes):
+    if sc["miou"].notna().any():  # some row has a score (nothing to draw but curves while a study warms up)
         if classes:
             written.append(iou_heatmap(sc, axes, classes, out / "iou_heatmap.png", select))
             written.append(delta_heatmap(sc, axes, classes, out / "delta_heatmap.png", base, select))
