@@ -12,6 +12,10 @@ at any time; ``tensorboard --logdir STORAGE/NAME`` shows each node's learning cu
 (``ray.tune.ExperimentAnalysis(STORAGE/NAME/tune/study-…).dataframe()``) carry each node's seed, rows,
 variants, stage switches and swept values in its config.
 
+While it runs: on a terminal one bar for the study (share of the estimated work, nodes done, ETA) with a line
+per running node; elsewhere (CI, a log file) one line per node event and a progress line at most every 30 s.
+``--verbose`` adds Tune's own reporter and every node's step lines.
+
 Exit status: 0 when every node finished; 1 when the study ran but some nodes failed (the summary lists
 each with its error and the path of its traceback; the same command runs them again, keeping every
 finished node); 2 on bad input or when the study could not start (one ``error:`` line).
