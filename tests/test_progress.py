@@ -7,7 +7,8 @@ from types import SimpleNamespace
 import pytest
 
 from proda.ablation.grid import SMOKE_SPEC, Node, Plan, expand
-from proda.ablation.progress import Estimator, StudyProgress, makespan, rows_text
+from proda.ablation.eta import Estimator, makespan
+from proda.ablation.progress import StudyProgress, rows_text
 
 
 def node(i, kind, cost, **inputs):
