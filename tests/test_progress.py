@@ -11,8 +11,9 @@ from proda.ablation.eta import Estimator, makespan
 from proda.ablation.progress import StudyProgress, rows_text
 
 
-def node(i, kind, cost, **inputs):
-    return Node(id=i, kind=kind, name=kind, seed=0, config={}, inputs=inputs, phase=kind, est_cost=cost)
+def node(i, kind, cost, warmup="adversarial", **inputs):
+    return Node(id=i, kind=kind, name=kind, seed=0, config={"warmup": {"kind": warmup}}, inputs=inputs, phase=kind,
+                est_cost=cost)
 
 
 @pytest.fixture
@@ -56,7 +57,7 @@ def test_eta_starts_from_the_static_estimate_then_learns_per_kind(chain_plan):
     assert est.finish("a", 20.0) == 20.0  # 0.2 s per unit: warm-ups and (no other kind measured) everything
     est.report("b", fraction=0.5)
     est.start("c", 20.0)
-    assert est.seconds_per_unit("warmup") == est.seconds_per_unit("pseudo") == pytest.approx(0.2)
+    assert est.seconds_per_unit("warmup/adversarial") == est.seconds_per_unit("pseudo") == pytest.approx(0.2)
     # b: max(20 − 20 s elapsed, 20 × (1 − 0.5)) = 10 s left; c 2 s, then d 10 s
     assert est.remaining(20.0) == pytest.approx(12.0)
 
@@ -64,12 +65,25 @@ def test_eta_starts_from_the_static_estimate_then_learns_per_kind(chain_plan):
     est.start("d", 23.0)
     est.finish("b", 30.0)  # warm-ups: 50 s / 200 units
     assert est.seconds_per_unit("pseudo") == pytest.approx(0.3)
-    assert est.seconds_per_unit("warmup") == pytest.approx(0.25)
+    assert est.seconds_per_unit("warmup/adversarial") == pytest.approx(0.25)
     # stage 1 has no finished node yet: the rate of every finished node, 53 s / 210 units
     assert est.seconds_per_unit("stage1") == pytest.approx(53 / 210)
     assert est.remaining(30.0) == pytest.approx(50 * 53 / 210 - 7)
     est.finish("d", 45.0)
     assert est.remaining(45.0) == 0.0
+
+
+def test_source_only_and_adversarial_warmups_learn_their_own_rates(chain_plan):
+    chain_plan.nodes["b"] = node("b", "warmup", 100, warmup="source")
+    est = Estimator(chain_plan, slots=2)
+    est.start("a", 0.0)
+    est.start("b", 0.0)
+    est.finish("b", 10.0)  # source-only: 0.1 s per unit; the adversarial warm-up falls back to it (all finished)
+    assert est.seconds_per_unit("warmup/source") == est.seconds_per_unit("warmup/adversarial") == pytest.approx(0.1)
+    est.finish("a", 30.0)
+    assert est.seconds_per_unit("warmup/adversarial") == pytest.approx(0.3)
+    assert est.seconds_per_unit("warmup/source") == pytest.approx(0.1)
+    assert est.seconds_per_unit("stage1") == pytest.approx(40 / 200)
 
 
 def test_a_failed_node_and_its_branch_need_no_more_time(chain_plan):

@@ -31,12 +31,20 @@ def makespan(running: dict[str, float], waiting: list[str], inputs: dict[str, li
                 done.add(i)
 
 
+def rate_kind(node) -> str:
+    """What a node's seconds per unit are learnt from: its kind; a warm-up's with its flavour
+    (``warmup/source``, ``warmup/adversarial``: the adversarial one also trains the discriminator)."""
+    if node.kind == "warmup":
+        return f"warmup/{(node.config.get('warmup') or {}).get('kind', '?')}"
+    return node.kind
+
+
 class Estimator:
     """The remaining wall time of a study, learnt from its finished nodes.
 
     A node's duration is its estimated cost (:func:`proda.chain.est_cost`) × seconds per unit of cost, which is,
-    the first that exists: the measured rate of the finished nodes of its kind (Σ seconds / Σ est_cost, seconds
-    from its start to its end as the driver saw them); the measured rate of every finished node; the static
+    the first that exists: the measured rate of the finished nodes of its kind (:func:`rate_kind`; Σ seconds /
+    Σ est_cost, seconds from start to end as the driver saw them); the measured rate of every finished node; the static
     estimate, 1 / the mean images/s the running nodes report (a training node's cost is the images it trains
     on). Before any of them exists the ETA is unknown (``None``). A running node still needs
     max(duration − elapsed, duration × (1 − step/steps)); the rest is the :func:`makespan` of the unfinished
@@ -84,7 +92,7 @@ class Estimator:
         return self._stop(i, t)
 
     def seconds_per_unit(self, kind: str) -> float | None:
-        for ids in ([i for i in self.measured if self.plan.nodes[i].kind == kind], list(self.measured)):
+        for ids in ([i for i in self.measured if rate_kind(self.plan.nodes[i]) == kind], list(self.measured)):
             cost = sum(self.plan.nodes[i].est_cost for i in ids)
             if ids and cost > 0:
                 return sum(self.measured[i] for i in ids) / cost
@@ -95,7 +103,7 @@ class Estimator:
         left = [i for i in self.order if i not in self.done and i not in self.dropped]
         duration = {}
         for i in left:
-            rate = self.seconds_per_unit(self.plan.nodes[i].kind)
+            rate = self.seconds_per_unit(rate_kind(self.plan.nodes[i]))
             if rate is None:
                 return None
             duration[i] = self.plan.nodes[i].est_cost * rate
