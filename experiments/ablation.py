@@ -12,6 +12,10 @@ at any time; ``tensorboard --logdir STORAGE/NAME`` shows each node's learning cu
 (``ray.tune.ExperimentAnalysis(STORAGE/NAME/tune/study-…).dataframe()``) carry each node's seed, rows,
 variants, stage switches and swept values in its config.
 
+While it runs: on a terminal one bar for the study (share of the estimated work, nodes done, ETA) with a line
+per running node; elsewhere (CI, a log file) one line per node event and a progress line at most every 30 s.
+``--verbose`` adds Tune's own reporter and every node's step lines.
+
 Exit status: 0 when every node finished; 1 when the study ran but some nodes failed (the summary lists
 each with its error and the path of its traceback; the same command runs them again, keeping every
 finished node); 2 on bad input or when the study could not start (one ``error:`` line).
@@ -109,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--stats", action="store_true", help="also print the per-class statistics (as results.py --stats)")
     ap.add_argument("--dry-run", action="store_true", help="print the plan and exit")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
+    ap.add_argument("--verbose", action="store_true", help="also Tune's own progress reporter and every node's log "
+                    "lines (default: the live view — a bar on a terminal, one line per node event elsewhere)")
     args = ap.parse_args(argv)
     try:
         if args.workers_per_trial < 1:
@@ -128,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
         run_study(plan, study, address=args.address, workers_per_trial=args.workers_per_trial,
                   gpus_per_worker=args.gpus_per_worker, cpus_per_worker=args.cpus_per_worker,
                   max_concurrent=args.max_concurrent, local=False if args.worker_group else None,
-                  log=lambda s: print(s, flush=True))
+                  log=lambda s: print(s, flush=True), verbose=args.verbose)
         print(f"\nstudy {study} — wall time {time.monotonic() - t0:.0f} s\n")
         print(R.report(study, args.format, args.select, stats=args.stats))
         if (study / "tensorboard").is_dir():  # each node's learning curves, by phase, variants and seed

@@ -104,6 +104,12 @@ def est_cost(kind: str, cfg: Config) -> float:
     if kind == "ssl":
         (h, w), (ch, cw) = cfg.ssl.view_size or cfg.data.crop, cfg.data.crop
         return float(cfg.ssl.steps * cfg.ssl.batch_size * 2 * h * w / (ch * cw))
-    steps = {"warmup": cfg.warmup.steps, "extend": cfg.stage1.steps, "stage1": cfg.stage1.steps,
-             "distill": cfg.distill.steps}[kind]
-    return float(steps * cfg.data.batch_size)
+    return float(stage_steps(kind, cfg) * cfg.data.batch_size)
+
+
+def stage_steps(kind: str, cfg: Config) -> int | None:
+    """A node's optimiser steps (what its reports count to); ``None`` for a pseudo-label node (no steps)."""
+    if kind == "pseudo":
+        return None
+    return {"ssl": cfg.ssl.steps, "warmup": cfg.warmup.steps, "extend": cfg.stage1.steps,
+            "stage1": cfg.stage1.steps, "distill": cfg.distill.steps}[kind]

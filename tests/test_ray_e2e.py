@@ -88,3 +88,32 @@ def test_a_node_runs_as_a_two_rank_ddp_worker_group(tmp_path, synthetic_cache):
     (exp,) = (tmp_path / "ddp" / "tune").glob("study-*")
     (trial,) = ExperimentAnalysis(str(exp)).trials
     assert trial.last_result.get("done") == 1 and 0 <= trial.last_result["miou"] <= 100
+
+
+@pytest.mark.ray
+@pytest.mark.slow
+def test_the_default_output_is_one_line_per_node_event_without_tunes_boxes(tmp_path, synthetic_cache, ray_address):
+    """Off a terminal (here: a pipe) a study prints one line per node event, not Tune's experiment box, trial
+    tables and config/result boxes, nor each node's step lines or Ray Train's local-mode notice."""
+    import yaml
+
+    grid = tmp_path / "quiet.yaml"
+    grid.write_text(yaml.safe_dump({"name": "quiet", "preset": "smoke", "variants": ["source-only"], "seeds": [0],
+                                    "overrides": {"data.synthetic_scale": 0.05, "data.batch_size": 4,
+                                                  "eval.max_images": 8, "eval.batch_size": 8, "warmup.steps": 4,
+                                                  "log_interval": 2}}))
+    env = {**os.environ, "PRODA_CACHE": synthetic_cache, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    run = _run(["experiments/ablation.py", "--grid", str(grid), "--storage", str(tmp_path), "--address", ray_address],
+               env, timeout=600)
+    out = run.stdout + run.stderr
+    assert run.returncode == 0, out[-3000:]
+    plan = json.loads((tmp_path / "quiet" / "plan.json").read_text())
+    (warm,) = plan["nodes"]
+    lines = out.splitlines()
+    assert any(ln.endswith(f"] started warmup {warm[:8]} seed 0 for source-only seed0") for ln in lines), out
+    assert any(f"] finished warmup {warm[:8]} seed 0: mIoU " in ln for ln in lines), out
+    for noise in ("╭", "Trial status", "Configuration for experiment", "View detailed results",
+                  "Running in local mode", "[warmup] step 2/4"):
+        assert noise not in out, noise
+    events = [json.loads(s)["event"] for s in (tmp_path / "quiet" / "events.jsonl").read_text().splitlines()]
+    assert events == ["begin", "started", "finished", "end"]

@@ -11,7 +11,8 @@ import pytest
 from conftest import tensorboard_scalars
 from proda.ablation.grid import SMOKE_SPEC, expand
 from proda.ablation.runner import node_status, record_error
-from proda.ablation.scheduler import NodeScheduler, critical_path, set_log
+from proda.ablation import progress
+from proda.ablation.scheduler import NodeScheduler, critical_path
 
 FINISHED = NodeScheduler.FINISHED
 
@@ -22,12 +23,30 @@ def plan():
     return expand(SMOKE_SPEC)
 
 
+class Heard(list):
+    """What the searcher tells the live view (proda.ablation.progress): (event, node id, ...)."""
+
+    def ended(self, i, status):
+        self.append(("ended", i, status))
+
+    def skipped(self, i):
+        self.append(("skipped", i))
+
+    def close(self):
+        pass
+
+
 @pytest.fixture
 def said():
-    lines = []
-    set_log(lines.append)
-    yield lines
-    set_log(print)
+    with progress.shown(Heard()) as heard:
+        yield heard
+
+
+def said_order(said, ids):
+    """``ids`` in the order the view heard of them."""
+    heard = [e[1] for e in said]
+    assert set(ids) <= set(heard)
+    return sorted(ids, key=heard.index)
 
 
 def finish(study, node_id, ok=True):
@@ -72,7 +91,7 @@ def test_nodes_are_handed_out_as_their_inputs_finish_without_phase_barriers(plan
     assert nxt["phase"] == "pseudo0" and plan.nodes[nxt["node_id"]].seed == 0
     assert more["phase"] == "warmup+" and plan.nodes[more["node_id"]].inputs == {"model": by_trial[adv0]}
     assert s.suggest("t8") is None
-    assert said and said[-1].startswith(f"[warmup] {by_trial[adv0][:8]} finished; ")
+    assert said == [("ended", by_trial[adv0], "done")]
 
     # run the rest to the end, finishing the oldest running node each time
     running = {t: i for t, i in by_trial.items() if t != adv0} | {"t6": nxt["node_id"], "t7": more["node_id"]}
@@ -107,7 +126,8 @@ def test_a_failed_input_skips_its_branch_and_the_rest_finishes(plan, tmp_path, s
     for i in branch:
         assert json.loads((tmp_path / "nodes" / i / "failed.json").read_text())["error"] == \
             "skipped: an upstream node failed"
-    assert any("skipped" in line for line in said) and any(" FAILED; " in line for line in said)
+    # the view hears the failure, then each skipped node of its branch
+    assert said == [("ended", warm[bad], "failed"), *(("skipped", i) for i in said_order(said, branch))]
     # the other seed still runs to the end
     for t in [good] + [t for t in warm if t not in chained]:
         finish(tmp_path, warm[t])

@@ -66,13 +66,16 @@ def _train_worker(config: dict) -> None:
     # in Train's local mode the function runs inside the Tune trial, which takes tune.report
     report = ray.tune.report if config["local"] else ray.train.report
 
+    def log(s: str) -> None:  # quiet (no --verbose): steps and evaluations are in the driver's live view; a
+        if not config.get("quiet") or "resumed from step" in s:  # resume (run_stage's line) is not
+            print(f"[{node['id'][:8]}] {s}", flush=True)
+
     def reporter(metrics: dict) -> None:
         report(_flat({**metrics, "node_id": node["id"]}))
 
     try:
         res = run_node(spec, Config.from_dict(node["config"]), node_dir, inputs, reporter=reporter, resume=True,
-                       metrics_log=node_dir / "metrics.jsonl",
-                       log=lambda s: print(f"[{node['id'][:8]}] {s}", flush=True))
+                       metrics_log=node_dir / "metrics.jsonl", log=log)
     except NonFiniteLoss as e:  # deterministic: retrying cannot help; mark failed, stop this branch
         _mark_failed(node_dir, record_error(node_dir, e), node["name"])
         report({"failed": 1, "error": f"{type(e).__name__}: {e}", "node_id": node["id"]})
@@ -152,11 +155,16 @@ def _node_trial(config: dict) -> None:
     from ray.train.torch import TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
+    from proda.ablation import progress
+
     node = _plan_node(config)
     node_dir = Path(config["study_dir"]) / "nodes" / node["id"]
     _clear_error(node_dir)
     sc = config["scaling"]
-    loop_config = {"node": node, "study_dir": config["study_dir"], "threads": sc["threads"], "local": sc["local"]}
+    if config.get("quiet"):
+        progress.quiet_trial_process()
+    loop_config = {"node": node, "study_dir": config["study_dir"], "threads": sc["threads"], "local": sc["local"],
+                   "quiet": config.get("quiet", False)}
     run_config = dict(name=f"node-{node['id']}", storage_path=str(Path(config["study_dir"]) / "tune" / "train"))
     if sc["local"]:  # Train's local mode: the node runs in this (reused) trial process, no worker group
         trainer = TorchTrainer(_train_worker, train_loop_config=loop_config,
@@ -296,12 +304,13 @@ def _running_marker(plan: Plan, study_dir: Path, name: str) -> dict:
 
 
 def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures: int,
-            log: Callable[[str], None]) -> None:
+            log: Callable[[str], None], verbose: bool = False) -> None:
     """Every unfinished node of ``plan`` as one Tune experiment (one trial per node), restored when an
-    earlier driver was interrupted while it ran."""
+    earlier driver was interrupted while it ran. The driver shows :mod:`proda.ablation.progress`'s view;
+    ``verbose``: Tune's own reporter and each node's log lines as well."""
     from ray import tune
 
-    from proda.ablation import scheduler, tensorboard
+    from proda.ablation import progress, scheduler, tensorboard
 
     todo = [i for i in plan.nodes if node_status(study_dir, i) != "done"]
     if not todo:
@@ -309,7 +318,6 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
     for i in todo:  # a node that failed before is tried again, and its branch with it
         (study_dir / "nodes" / i / "failed.json").unlink(missing_ok=True)
         _clear_error(study_dir / "nodes" / i)
-    scheduler.set_log(log)
     local = sc["local"]
     trainable = tune.with_resources(_node_trial, {"cpu": sc["resources"]["CPU"]} if local else {"cpu": TRIAL_CPU})
     exp_dir = study_dir / "tune"
@@ -331,19 +339,20 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
             name = f"{stem}-{k}"
         exp_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(marker, lambda f: f.write(json.dumps(_running_marker(plan, study_dir, name)).encode()))
-        base = {"study_dir": str(study_dir), "scaling": sc, "max_failures": max_failures}
+        base = {"study_dir": str(study_dir), "scaling": sc, "max_failures": max_failures, "quiet": not verbose}
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(search_alg=scheduler.NodeScheduler(plan, study_dir, todo, base),
                                         num_samples=len(todo), max_concurrent_trials=concurrent, reuse_actors=local,
                                         trial_name_creator=scheduler.trial_name,
                                         trial_dirname_creator=scheduler.trial_name),
-            run_config=tune.RunConfig(name=name, storage_path=str(exp_dir), verbose=1,
-                                      callbacks=tensorboard.tune_loggers(study_dir),
+            run_config=tune.RunConfig(name=name, storage_path=str(exp_dir), verbose=1 if verbose else 0,
+                                      callbacks=[*tensorboard.tune_loggers(study_dir), progress.TuneFeed()],
                                       # local mode: Tune retries the trial (the node resumes from its checkpoint)
                                       failure_config=tune.FailureConfig(max_failures=max_failures if local else 0)),
         )
-    with tensorboard.without_tune_tensorboard():
+    view = progress.StudyProgress(plan, study_dir, todo, concurrent, write=log)
+    with tensorboard.without_tune_tensorboard(), progress.tune_output(verbose), progress.shown(view):
         tuner.fit()
     marker.unlink(missing_ok=True)
     for i in todo:  # e.g. a trial the restored experiment had finished before the kill, without its node
@@ -372,8 +381,10 @@ def check_inputs(plan: Plan) -> None:
 
 def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, workers_per_trial: int = 1,
               gpus_per_worker: float = 0.0, cpus_per_worker: float = 1.0, max_concurrent: int | None = None,
-              max_failures: int = 2, local: bool | None = None, log: Callable[[str], None] = print) -> Path:
-    """Run every unfinished node of ``plan``, each as soon as its inputs are done; return the study folder."""
+              max_failures: int = 2, local: bool | None = None, log: Callable[[str], None] = print,
+              verbose: bool = False) -> Path:
+    """Run every unfinished node of ``plan``, each as soon as its inputs are done; return the study folder.
+    ``verbose``: Tune's own reporter and the nodes' log lines besides the live view."""
     study_dir = Path(study_dir).expanduser().resolve()
     check_inputs(plan)
     probe_storage(study_dir)
@@ -389,7 +400,7 @@ def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, 
         concurrent = min(concurrent, max_concurrent)
     mode = "in the trial process (Train local mode)" if sc["local"] else "as a DDP worker group"
     log(f"running up to {concurrent} node(s) at once, {workers_per_trial} worker(s) each, {mode}")
-    run_dag(plan, study_dir, sc, concurrent, max_failures, log)
+    run_dag(plan, study_dir, sc, concurrent, max_failures, log, verbose)
     return study_dir
 
 

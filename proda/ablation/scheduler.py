@@ -9,24 +9,14 @@ the driver died. Which nodes are done or failed is read from the study folder (`
 from __future__ import annotations
 
 import json
-import math
-import time
 from pathlib import Path
-from typing import Callable
 
 from ray.tune.search import Searcher
 
+from proda.ablation import progress
 from proda.ablation.grid import Plan, _lookup
 from proda.ablation.runner import SKIPPED, _mark_failed, mark_unfinished, node_status
 from proda.presets import COMPONENTS
-
-_LOG: Callable[[str], None] = print  # the driver's log; module-level so the searcher stays picklable
-
-
-def set_log(log: Callable[[str], None]) -> None:
-    global _LOG
-    _LOG = log
-
 
 def critical_path(plan: Plan, cost: dict[str, float] | None = None) -> dict[str, float]:
     """Each node's cost (default: its estimate) plus that of its longest chain of downstream nodes."""
@@ -109,15 +99,10 @@ class NodeScheduler(Searcher):
         self.pending = sorted(todo, key=lambda i: (-rank[i], order[plan.nodes[i].phase], i))
         self.running: dict[str, str] = {}  # trial id → node id
         self.tags = trial_tags(plan)  # what each trial's config says about its node (Tune's tables)
-        self._t0: float | None = None
-        self._cost0 = 0.0
 
     # -- the file system is the truth: done.json / failed.json written by the nodes themselves
     def _status(self, i: str) -> str:
         return node_status(self.study_dir, i)
-
-    def _done_cost(self) -> float:
-        return sum(n.est_cost for i, n in self.plan.nodes.items() if self._status(i) == "done")
 
     def _inputs(self, i: str):
         return self.plan.nodes[i].inputs.values()
@@ -130,13 +115,11 @@ class NodeScheduler(Searcher):
                 if any(self._status(up) == "failed" for up in self._inputs(i)):
                     phase = self.plan.nodes[i].phase
                     _mark_failed(self.study_dir / "nodes" / i, SKIPPED, phase)
-                    _LOG(f"[{phase}] {i[:8]} {SKIPPED}")
+                    progress.emit("skipped", i)
                     self.pending.remove(i)
                     failed = True
 
     def suggest(self, trial_id: str):
-        if self._t0 is None:
-            self._t0, self._cost0 = time.monotonic(), self._done_cost()
         self._skip_blocked()
         for i in self.pending:
             if all(self._status(up) == "done" for up in self._inputs(i)):
@@ -161,14 +144,8 @@ class NodeScheduler(Searcher):
         if status not in ("done", "failed"):
             mark_unfinished(self.study_dir / "nodes" / i, phase)
             status = "failed"
+        progress.emit("ended", i, status)  # the live view (proda.ablation.progress)
         self._skip_blocked()
-        done = self._done_cost()
-        elapsed = time.monotonic() - (self._t0 or time.monotonic())
-        rate = (done - self._cost0) / max(elapsed, 1e-9)
-        left = (self.plan.cost - done) / rate if rate > 0 else math.nan
-        _LOG(f"[{phase}] {i[:8]} {'finished' if status == 'done' else 'FAILED'}; "
-             f"{100 * done / self.plan.cost:.0f}% of the estimated work done"
-             + (f", about {left / 60:.1f} min left" if math.isfinite(left) and left > 0 else ""))
 
     def save(self, checkpoint_path: str) -> None:
         with open(checkpoint_path, "w") as f:
@@ -180,4 +157,3 @@ class NodeScheduler(Searcher):
         self.pending, self.running = list(d["pending"]), dict(d["running"])
         if not hasattr(self, "tags"):  # pickled by a driver from before the tags
             self.tags = trial_tags(self.plan)
-        self._t0 = None
