@@ -43,7 +43,7 @@ from torch import nn  # noqa: E402
 
 from proda.data.augment import (full_to_weak, op_matrix, strong_view, weak_to_strong, weak_view,  # noqa: E402
                                 GEOMETRIC_OPS)
-from proda.engine.data import Split  # noqa: E402
+from proda.data.stream import Split  # noqa: E402
 from proda.method.losses import kl_consistency, regulariser, sce_loss  # noqa: E402
 from proda.method.prototypes import PrototypeBank, proto_distances, proto_weights, rectify  # noqa: E402
 from proda.method.stages import Stage1, resize  # noqa: E402
@@ -484,7 +484,7 @@ def main() -> int:
     scfg = make_config("synthetic", "pd+sl", 0, {"device": "cpu"})
     say(f"\n== 4. the `synthetic` preset (small model, {scfg.model.feat_channels}-ch features, batch "
         f"{scfg.data.batch_size}, crop {scfg.data.crop[0]}×{scfg.data.crop[1]}), real step vs stub step")
-    from proda.engine.data import open_split
+    from proda.data.stream import open_split
     from proda.engine.nodes import new_model
 
     ssrc, stgt = open_split(scfg, "source", "train"), open_split(scfg, "target", "train")

@@ -12,7 +12,7 @@ sys.path.insert(0, os.path.dirname(__file__))
 
 
 def _stage1(cfg, seed=0):
-    from proda.engine.data import open_split
+    from proda.data.stream import open_split
     from proda.engine.nodes import new_model
     from proda.method import stages
 
@@ -29,7 +29,7 @@ def _stage1(cfg, seed=0):
 def _source_step(cache, rank_slice=slice(None)):
     """One source-only step on a fixed batch of 4 (this rank's slice of it), BN on running statistics."""
     from conftest import tiny_config
-    from proda.engine.data import open_split
+    from proda.data.stream import open_split
     from proda.engine.nodes import new_model
     from proda.method import stages
 
@@ -79,7 +79,7 @@ def _worker(rank, world, init_file, cache, out_file):
 @pytest.mark.slow
 def test_two_gloo_ranks_agree_and_match_one_process(tmp_path, synthetic_cache):
     from conftest import tiny_config
-    from proda.engine.data import open_split
+    from proda.data.stream import open_split
 
     cfg = tiny_config(synthetic_cache, "pd+sl")
     open_split(cfg, "source", "train"), open_split(cfg, "target", "train")  # generate the cache once, here

@@ -12,11 +12,11 @@ Starts from the row's warm-up and pseudo-label nodes, with the row's stage-1 con
 import os
 import sys, torch, torch.nn.functional as F, tempfile
 from pathlib import Path
+from proda import checkpoint as ckpt
 from proda.ablation.results import load_plan
 from proda.config import Config
+from proda.data.stream import open_split
 from proda.engine.nodes import load_model
-from proda.engine.data import open_split
-from proda.engine import checkpoint as ckpt
 from proda.engine.trainer import run_stage, evaluate
 from proda.method.stages import Stage1, SourceStage
 torch.set_num_threads(1)
