@@ -27,12 +27,12 @@ except ImportError:
 
 import torch  # noqa: E402
 
+from proda import checkpoint as ckpt  # noqa: E402
 from proda.ablation import results as R  # noqa: E402
 from proda.ablation.grid import TABLE3_VARIANTS, AblationSpec, expand  # noqa: E402
 from proda.ablation.runner import run_study_local  # noqa: E402
 from proda.chain import node_id  # noqa: E402
-from proda.engine import checkpoint as ckpt  # noqa: E402
-from proda.engine.data import open_split  # noqa: E402
+from proda.data.stream import open_split  # noqa: E402
 from proda.engine.nodes import device_of, is_done, load_ssl_backbone, new_model  # noqa: E402
 from proda.engine.trainer import evaluate, run_stage  # noqa: E402
 from proda.method.stages import SourceStage  # noqa: E402

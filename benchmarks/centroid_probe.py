@@ -32,11 +32,11 @@ except ImportError:
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
+from proda import checkpoint as ckpt  # noqa: E402
 from proda.config import Config  # noqa: E402
 from proda.data.augment import normalize  # noqa: E402
 from proda.data.classes import class_names  # noqa: E402
-from proda.engine import checkpoint as ckpt  # noqa: E402
-from proda.engine.data import eval_batches, open_split  # noqa: E402
+from proda.data.stream import eval_batches, open_split  # noqa: E402
 from proda.engine.nodes import load_model  # noqa: E402
 from proda.evaluation import ConfusionMatrix  # noqa: E402
 from proda.method.prototypes import CentroidAccumulator, proto_distances, proto_softmax, rectify  # noqa: E402

@@ -34,7 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from proda.data.augment import normalize  # noqa: E402
-from proda.engine.data import eval_batches, open_split  # noqa: E402
+from proda.data.stream import eval_batches, open_split  # noqa: E402
 from proda.engine.nodes import NodeSpec, new_model, run_node  # noqa: E402
 from proda.engine.trainer import evaluate  # noqa: E402
 from proda.evaluation import ConfusionMatrix  # noqa: E402

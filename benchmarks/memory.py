@@ -94,7 +94,7 @@ def child_paper(crop, full, batch: int, amp: str, accum: int, early: bool) -> di
     import torch
     import torch.nn.functional as F
 
-    from proda.engine.data import Split
+    from proda.data.stream import Split
     from proda.method.stages import Stage1
     from proda.models import build_model
     from proda.presets import make_config

@@ -6,17 +6,16 @@
 prototype distances and weights ω, the full→weak replay of the EMA features and soft labels, the
 rectified label ŷ, the strong view and the replay of the teacher z_T into it, the student-side
 distances, SCE / regulariser / KL (forward and backward), batch centroids and the prototype update,
-and the EMA weight update.
+and the EMA weight update. It is timed on the real code path, never re-implemented here:
 
-Three measurements:
-1. Components, vectorised (the library functions, laid out as `micro_step`) vs. a loop baseline
-   written here in the style of the official code (per-class `torch.norm(f - η_k)`, per-sample crops
-   that resize the whole map, per-sample per-op strong replay, per-(image, class) prototype updates
-   with `.item()`, EMA by a Python loop over parameters with clones), same tensors, alternated.
-2. The real code path: `Stage1.micro_step + optimizer_step + after_step` with a stub network (a strided
-   slice and two 1×1 convolutions that carry the real model's parameters, so the EMA update is real)
-   minus the stub's own passes, the source CE (standard training) and the data augmentation → ProDA's
-   cost as the library runs it.
+1. The real `Stage1` (proda/method/stages.py): `micro_step + optimizer_step + after_step` with a stub
+   network (a strided slice and two 1×1 convolutions that carry the real model's parameters, so the EMA
+   update is real) minus the stub's own passes, the source CE (standard training) and the data
+   augmentation → ProDA's cost as the library runs it.
+2. A loop baseline in the style of the official code (per-class `torch.norm(f - η_k)`, per-sample crops
+   that resize the whole map, per-sample per-op strong replay, per-(image, class) prototype updates with
+   `.item()`, EMA by a Python loop over parameters with clones) on tensors of the paper step's shapes,
+   checked first to compute the same maths on small tensors; its total against (1), round by round.
 3. The network: DeepLab-v2-R101 forward+backward at 2×3×256×512 and forward (no grad) at
    2×3×512×1024. The paper-like step (crop 512×896, full image 1024×2048, batch 2) runs 3 student
    forward+backward passes at the crop (source, weak, strong) and one EMA forward on the full image;
@@ -43,9 +42,9 @@ from torch import nn  # noqa: E402
 
 from proda.data.augment import (full_to_weak, op_matrix, strong_view, weak_to_strong, weak_view,  # noqa: E402
                                 GEOMETRIC_OPS)
-from proda.engine.data import Split  # noqa: E402
-from proda.method.losses import kl_consistency, regulariser, sce_loss  # noqa: E402
-from proda.method.prototypes import PrototypeBank, proto_distances, proto_weights, rectify  # noqa: E402
+from proda.data.stream import Split  # noqa: E402
+from proda.method.losses import regulariser, sce_loss  # noqa: E402
+from proda.method.prototypes import PrototypeBank, proto_distances  # noqa: E402
 from proda.method.stages import Stage1, resize  # noqa: E402
 from proda.models import build_model  # noqa: E402
 from proda.presets import make_config  # noqa: E402
@@ -104,48 +103,6 @@ class Stopwatch:
 PARTS = ("full→weak replay", "distances + ω", "rectification ŷ", "strong view", "teacher z_T + replay",
          "SCE + regulariser (fwd)", "student distances + KL (fwd)", "losses backward",
          "centroids + prototype update", "EMA weight update")
-
-
-# ----------------------------------------------------------------------------- vectorised
-def vec_step(t: Inputs, bank: PrototypeBank, models, gen) -> dict[str, float]:
-    """The non-network part of `Stage1.micro_step` + `after_step` (pd + sl + reg), library functions."""
-    sw = Stopwatch()
-    res = t.res
-    soft_w = full_to_weak(t.soft, t.pw, res)  # (n, K, h, w)
-    feat_w = full_to_weak(t.ema_feat, t.pw, res)  # (n, C, h, w)
-    sw("full→weak replay")
-    omega = proto_weights(feat_w, bank.protos, TAU)
-    sw("distances + ω")
-    y_hat, _ = rectify(soft_w, omega)
-    sw("rectification ŷ")
-    xs, ps = strong_view(t.xw, generator=gen)
-    sw("strong view")
-    with torch.no_grad():
-        z_t = F.softmax(-proto_distances(feat_w, bank.protos) / TAU, 1)
-        z_t, valid = weak_to_strong(z_t, ps)
-    sw("teacher z_T + replay")
-    out_w = resize(t.stud_out, res).float()
-    loss = sce_loss(out_w, y_hat) + GAMMA2 * regulariser(out_w)
-    sw("SCE + regulariser (fwd)")
-    feat_s = resize(t.stud_feat, res).float()
-    student = -proto_distances(feat_s, bank.protos) / TAU
-    loss = loss + GAMMA1 * kl_consistency(z_t, student, valid)
-    sw("student distances + KL (fwd)")
-    loss.backward()
-    sw("losses backward")
-    with torch.no_grad():
-        bank.update(t.ema_feat, t.ema_out.max(1)[1])
-    sw("centroids + prototype update")
-    model, ema = models
-    with torch.no_grad():
-        ema_p = list(ema.parameters())
-        torch._foreach_mul_(ema_p, EMA_M)
-        torch._foreach_add_(ema_p, [p.detach() for p in model.parameters()], alpha=1 - EMA_M)
-        for b_e, b in zip(ema.buffers(), model.buffers()):
-            b_e.copy_(b)
-    sw("EMA weight update")
-    t.zero_grad()
-    return sw.parts
 
 
 # ----------------------------------------------------------------------- loop baseline
@@ -229,7 +186,8 @@ def loop_proto_update(protos: torch.Tensor, feat: torch.Tensor, out: torch.Tenso
 
 
 def loop_step(t: Inputs, protos: torch.Tensor, models, gen) -> dict[str, float]:
-    """The same computation as :func:`vec_step`, in the official code's style."""
+    """What `Stage1.micro_step` + `after_step` (pd + sl + reg) compute besides the network passes, in the
+    official code's style, on stand-ins for the network's outputs; the time of each part (seconds)."""
     sw = Stopwatch()
     res = t.res
     soft_w = loop_full2weak(t.soft, t.pw, res)
@@ -422,13 +380,10 @@ def main() -> int:
     # every measurement runs in every round, in rotating order: the load of this shared machine swings by
     # several times within minutes, so each ratio is taken within a round, then the median over rounds
     t = Inputs(**paper)
-    bank = PrototypeBank(K, C, momentum=LAM)
-    bank.reset(t.protos.clone())
     protos_loop = t.protos.clone()
-    gen_v, gen_l = torch.Generator().manual_seed(5), torch.Generator().manual_seed(5)
-    parts = {"vectorised": [], "loop": []}
-    fns = {"vectorised": lambda: parts["vectorised"].append(vec_step(t, bank, (model, ema), gen_v)),
-           "loop": lambda: parts["loop"].append(loop_step(t, protos_loop, (model, ema), gen_l))}
+    gen_l = torch.Generator().manual_seed(5)
+    loop_parts = []
+    fns = {"loop": lambda: loop_parts.append(loop_step(t, protos_loop, (model, ema), gen_l))}
     for name, s in (("paper", paper), ("same", small)):
         cfg = make_config("paper-gta5", "pd+sl", 0, {"data.batch_size": s["n"], "data.crop": list(s["crop"]),
                                                      "data.full_size": list(s["full"]), "device": "cpu"})
@@ -442,31 +397,27 @@ def main() -> int:
     t0 = now()
     times = alternate(fns, args.reps, warmup=1, clock=CLOCK)
     say(f"  ({now() - t0:.0f} s)")
-    parts = {k: v[1:] for k, v in parts.items()}  # drop the warm-up's breakdown
+    loop_parts = loop_parts[1:]  # drop the warm-up's breakdown
     R = range(args.reps)
 
-    # 1. components
-    say(f"\n== 1. ProDA ops per stage-1 step, paper-like: batch {paper['n']}, {C}-ch features, {K} classes, "
-        f"loss maps {paper['crop'][0] // 4}×{paper['crop'][1] // 4}, EMA maps {paper['full'][0] // 8}×"
-        f"{paper['full'][1] // 8}, EMA update of {nparams / 1e6:.1f}M parameters ({backbone} DeepLab-v2); "
-        f"medians of {args.reps} rounds")
-    rows = []
-    for p in PARTS:
-        v, lp = med([d[p] for d in parts["vectorised"]]), med([d[p] for d in parts["loop"]])
-        rows.append([p, 1000 * v, 1000 * lp, med([b[p] / max(a[p], 1e-9) for a, b in zip(parts["vectorised"], parts["loop"])])])
-    speedup = med([times["loop"][r] / times["vectorised"][r] for r in R])
-    rows.append(["total (whole calls)", 1000 * med(times["vectorised"]), 1000 * med(times["loop"]), speedup])
-    say(table(["component", "vectorised ms", "loop ms", "loop / vec"], rows))
-
-    # 2. the real code path
+    # 1. the real code path
     ops = {n: [times[f"{n}: stub step"][r] - times[f"{n}: stub passes"][r] - times[f"{n}: data"][r] for r in R]
            for n in ("paper", "same")}
-    say("\n== 2. the real Stage1 code path (stub network carrying the real parameters): ProDA ops = stub step − "
-        "(stub passes + source CE) − data augmentation")
-    say(table(["setting", "stub step s", "stub passes + src CE s", "data aug s", "ProDA ops s",
-               "components s (vectorised)"],
+    say(f"\n== 1. the real Stage1 code path (stub network carrying the {nparams / 1e6:.1f}M parameters of {backbone} "
+        "DeepLab-v2): ProDA ops = stub step − (stub passes + source CE) − data augmentation")
+    say(table(["setting", "stub step s", "stub passes + src CE s", "data aug s", "ProDA ops s"],
               [[n, med(times[f"{n}: stub step"]), med(times[f"{n}: stub passes"]), med(times[f"{n}: data"]),
-                med(ops[n]), med(times["vectorised"]) if n == "paper" else ""] for n in ("paper", "same")]))
+                med(ops[n])] for n in ("paper", "same")]))
+
+    # 2. the loop baseline against it
+    speedup = med([times["loop"][r] / ops["paper"][r] for r in R])
+    say(f"\n== 2. loop baseline (official style), paper-like: batch {paper['n']}, {C}-ch features, {K} classes, "
+        f"loss maps {paper['crop'][0] // 4}×{paper['crop'][1] // 4}, EMA maps {paper['full'][0] // 8}×"
+        f"{paper['full'][1] // 8}; medians of {args.reps} rounds")
+    rows = [[p, 1000 * med([d[p] for d in loop_parts])] for p in PARTS]
+    rows.append(["total (whole calls)", 1000 * med(times["loop"])])
+    say(table(["component", "loop ms"], rows))
+    say(f"  loop total / the real Stage1's ProDA ops (paper row of 1), per round: {speedup:.1f}×")
 
     # 3. the network
     fb, fw = times["net: fwd+bwd crop"], times["net: fwd full"]
@@ -484,7 +435,7 @@ def main() -> int:
     scfg = make_config("synthetic", "pd+sl", 0, {"device": "cpu"})
     say(f"\n== 4. the `synthetic` preset (small model, {scfg.model.feat_channels}-ch features, batch "
         f"{scfg.data.batch_size}, crop {scfg.data.crop[0]}×{scfg.data.crop[1]}), real step vs stub step")
-    from proda.engine.data import open_split
+    from proda.data.stream import open_split
     from proda.engine.nodes import new_model
 
     ssrc, stgt = open_split(scfg, "source", "train"), open_split(scfg, "target", "train")
@@ -515,13 +466,12 @@ def main() -> int:
             ["synthetic preset (all measured)", med(st["real step"]) - med(s_ops) - med(st["data"]), med(s_ops),
              med(st["data"]), 100 * synth_frac, ""]]
     say(table(["setting", "network s", "ProDA ops s", "data aug s", "ops %", "range %"], rows))
-    say(f"loop baseline (official style) / vectorised, paper-like ops: {speedup:.1f}×")
+    say(f"loop baseline (official style) / the real Stage1's ProDA ops, paper-like: {speedup:.1f}×")
     emit({"overhead_fraction": round(med(f_paper), 4), "loop_baseline_speedup": round(speedup, 1),
           "overhead_fraction_same_input": round(med(f_same), 4),
           "overhead_fraction_synthetic": round(synth_frac, 4),
           "proda_ops_s_paper": round(med(ops["paper"]), 3), "network_s_paper_est": round(med(net_paper), 1),
           "net_fwd_bwd_s": round(med(fb), 2), "net_fwd_full_s": round(med(fw), 2),
-          "vectorised_components_s": round(med(times["vectorised"]), 3),
           "loop_components_s": round(med(times["loop"]), 3), "backbone": backbone, "clock": CLOCK,
           "threads": args.threads, "quick": quick})
     return 0

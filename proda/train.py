@@ -16,10 +16,10 @@ import json
 import sys
 from pathlib import Path
 
+from proda import distributed as ddp
+from proda.checkpoint import CheckpointError
 from proda.config import Config, ConfigError, load_yaml
-from proda.engine import distributed as ddp
-from proda.engine.checkpoint import CheckpointError
-from proda.engine.data import check_data
+from proda.data.stream import check_data
 from proda.engine.nodes import chain, run_node
 from proda.presets import PRESETS, VARIANTS, make_config
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from proda import checkpoint as ckpt
 from proda.chain import chain
-from proda.engine import checkpoint as ckpt
-from proda.engine.data import open_split
+from proda.data.stream import open_split
 from proda.engine.nodes import NodeSpec, load_model, run_node
 from proda.method.control import ContinuedAdversarial
 from proda.method.stages import make_optimizer

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from proda.engine import checkpoint as ckpt
-from proda.engine.data import open_split
+from proda import checkpoint as ckpt
+from proda.data.stream import open_split
 from proda.engine.nodes import new_model
 from proda.engine.trainer import NonFiniteLoss, run_stage
 from proda.method import stages

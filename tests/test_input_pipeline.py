@@ -7,9 +7,9 @@ import pytest
 import torch
 
 import trees
+from proda import checkpoint as ckpt
 from proda.data import DataError
-from proda.engine import checkpoint as ckpt
-from proda.engine.data import BatchStream, eval_batches, open_split
+from proda.data.stream import BatchStream, eval_batches, open_split
 from proda.presets import make_config
 from proda.train import run_chain
 

@@ -3,7 +3,7 @@ import re
 import pytest
 import torch
 
-from proda.engine.checkpoint import CheckpointError
+from proda.checkpoint import CheckpointError
 from proda.models import build_model
 from proda.models.official import import_official, official_key
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
+from proda import checkpoint as ckpt
 from proda.ablation.grid import AblationSpec, expand
 from proda.ablation.predictions import colourise, palette, prediction_strip
 from proda.config import Config
 from proda.data.classes import PALETTE_19, class_names
-from proda.engine import checkpoint as ckpt
 from proda.engine.nodes import new_model
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
+from proda import checkpoint as ckpt
 from proda.chain import chain, node_id
-from proda.engine import checkpoint as ckpt
 from proda.engine.nodes import NodeSpec, _student, new_model, run_node
 from proda.method.ssl import _hue, gaussian_blur, nt_xent, simclr_view
 
@@ -168,7 +168,7 @@ def test_a_warmup_with_model_init_ssl_starts_from_the_ssl_backbone(tmp_path, syn
 def test_a_split_too_small_for_half_the_ssl_batch_names_ssl_batch_size(synthetic_cache):
     """ssl.batch_size=32 takes 16 images from each domain: 8 source images are too few, and the error names
     the field that sets that batch (not data.batch_size, which the ssl node does not read)."""
-    from proda.engine.data import Split
+    from proda.data.stream import Split
     from proda.method.ssl import SSLStage
 
     cfg = _ssl_cfg(synthetic_cache, **{"ssl.batch_size": 32})

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from proda.engine.data import open_split
+from proda.data.stream import open_split
 from proda.engine.nodes import new_model
 from proda.method import stages
 

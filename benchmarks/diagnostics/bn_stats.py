@@ -12,10 +12,10 @@ import torch, copy
 from pathlib import Path
 from proda.ablation.results import load_plan
 from proda.config import Config
-from proda.engine.nodes import load_model
-from proda.engine.data import open_split
-from proda.engine.trainer import evaluate
 from proda.data.augment import normalize
+from proda.data.stream import open_split
+from proda.engine.nodes import load_model
+from proda.engine.trainer import evaluate
 torch.set_num_threads(2)
 st=Path(os.environ.get("PRODA_STUDY", "runs/default")); plan=load_plan(st)
 dev=torch.device("cpu")

@@ -9,13 +9,13 @@ One-off diagnostic behind benchmarks/RESULTS.md ("bug or benchmark?", point 2); 
 import os
 import torch, torch.nn.functional as F
 from pathlib import Path
+from proda import checkpoint as ckpt
 from proda.ablation.results import load_plan
 from proda.config import Config
-from proda.engine.nodes import load_model
-from proda.engine.data import open_split
-from proda.engine import checkpoint as ckpt
-from proda.method.stages import Stage1, resize
 from proda.data.augment import full_to_weak, weak_view, normalize
+from proda.data.stream import open_split
+from proda.engine.nodes import load_model
+from proda.method.stages import Stage1, resize
 torch.set_num_threads(1)
 st=Path(os.environ.get("PRODA_STUDY", "runs/default")); plan=load_plan(st)
 row=[r for r in plan.rows if r.variant=="st" and r.seed==0][0]

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from proda.ablation.results import load_plan
 from proda.config import Config
 from proda.data.classes import IGNORE_INDEX, PALETTE_19, protocol_class_ids
-from proda.engine.data import eval_batches, open_split
+from proda.data.stream import eval_batches, open_split
 from proda.engine.nodes import is_done, load_model
 from proda.engine.trainer import predict
 

@@ -145,7 +145,7 @@ def collect(study_dir: str | Path) -> pd.DataFrame:
 
 def write_parquet(study_dir: str | Path, df: pd.DataFrame | None = None) -> Path:
     """``STUDY/results.parquet`` from :func:`collect` (or ``df``, collected already), written atomically."""
-    from proda.engine.checkpoint import atomic_write  # noqa: PLC0415 - imports torch
+    from proda.checkpoint import atomic_write  # noqa: PLC0415 - imports torch
 
     path = Path(study_dir) / "results.parquet"
     df = collect(study_dir) if df is None else df

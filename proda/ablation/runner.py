@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from proda.ablation.grid import Plan
-from proda.engine.checkpoint import atomic_write
+from proda.checkpoint import atomic_write
 
 
 class StudyError(RuntimeError):
@@ -102,7 +102,7 @@ def record_error(node_dir: Path, exc: BaseException) -> dict:
     ``{"type", "error" (the message's first line), "traceback" (that file's name)}`` in ``error.json`` —
     unless another rank wrote it first in this trial (the other ranks usually fail because of it; the
     file is cleared when a trial starts). Returns the record."""
-    from proda.engine import distributed as ddp
+    from proda import distributed as ddp
 
     rank = ddp.rank()
     tb = "traceback.txt" if rank == 0 else f"traceback.rank{rank}.txt"
@@ -369,7 +369,7 @@ def _digest(ids: list[str]) -> str:
 def check_inputs(plan: Plan) -> None:
     """The datasets of every node, checked on the driver before anything starts (one line on error)."""
     from proda.config import Config
-    from proda.engine.data import check_data
+    from proda.data.stream import check_data
 
     seen = set()
     for n in plan.nodes.values():

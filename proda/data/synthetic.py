@@ -33,6 +33,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from proda.checkpoint import atomic_write
 from proda.config import SYNTHETIC_VERSION  # noqa: F401 - re-exported: caches are keyed by it
 from proda.data.synthetic_scene import render
 
@@ -86,13 +87,6 @@ def cache_folder(spec: SyntheticSpec, cache_dir: str | os.PathLike | None = None
     return root / "synthetic" / f"{SYNTHETIC_VERSION}-{key}"
 
 
-def _save_atomic(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.save(f, array)
-    os.replace(tmp, path)
-
-
 def load_split(domain: str, split: str, spec: SyntheticSpec = SyntheticSpec(),
                cache_dir: str | os.PathLike | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Cached :func:`generate`: (images uint8 (N, 3, H, W), labels uint8 (N, H, W)) as tensors."""
@@ -106,8 +100,8 @@ def load_split(domain: str, split: str, spec: SyntheticSpec = SyntheticSpec(),
         folder.mkdir(parents=True, exist_ok=True)
         t0 = time.perf_counter()
         images, labels = generate(spec, domain, split)
-        _save_atomic(img_path, images)
-        _save_atomic(lbl_path, labels)
+        atomic_write(img_path, lambda f: np.save(f, images))
+        atomic_write(lbl_path, lambda f: np.save(f, labels))
         print(f"synthetic: generated {domain}/{split} ({len(labels)} images) in {time.perf_counter() - t0:.1f} s "
               f"-> {folder}", flush=True)
     return torch.from_numpy(np.load(img_path)), torch.from_numpy(np.load(lbl_path))

@@ -18,11 +18,11 @@ from typing import Any, Callable
 
 import torch
 
+from proda import checkpoint as ckpt
+from proda import distributed as ddp
 from proda.chain import NODE_SECTIONS, NodeSpec, chain  # noqa: F401 - re-exported
 from proda.config import Config
-from proda.engine import checkpoint as ckpt
-from proda.engine import distributed as ddp
-from proda.engine.data import open_split
+from proda.data.stream import open_split
 from proda.engine.trainer import Reporter, run_stage
 from proda.models import DeepLabV2, build_model
 

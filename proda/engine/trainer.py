@@ -15,11 +15,11 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
+from proda import checkpoint as ckpt
+from proda import distributed as ddp
 from proda.data.augment import normalize
 from proda.data.classes import class_names
-from proda.engine import checkpoint as ckpt
-from proda.engine import distributed as ddp
-from proda.engine.data import Split, eval_batches
+from proda.data.stream import Split, eval_batches
 from proda.evaluation import ConfusionMatrix
 
 # reporter(metrics), called on every rank at every log step (kind "train": losses, images/s, lr) and every

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
+from proda import distributed as ddp
 from proda.data.augment import normalize
-from proda.engine import distributed as ddp
-from proda.engine.data import Split, eval_batches
+from proda.data.stream import Split, eval_batches
 from proda.evaluation import ConfusionMatrix
 from proda.method.prototypes import CentroidAccumulator, hard_label
 

@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from proda import distributed as ddp
 from proda.config import Config
 from proda.data.augment import _rand, normalize, photometric, weak_view
-from proda.engine import distributed as ddp
-from proda.engine.data import BatchStream, Split
+from proda.data.stream import BatchStream, Split
 
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 

@@ -19,10 +19,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from proda import distributed as ddp
 from proda.config import Config
 from proda.data.augment import full_to_weak, normalize, strong_view, weak_view, weak_to_strong
-from proda.engine import distributed as ddp
-from proda.engine.data import BatchStream, Split
+from proda.data.stream import BatchStream, Split
 from proda.method.discriminator import FCDiscriminator, lsgan_loss
 from proda.method.losses import ce_loss, kd_loss, kl_consistency, regulariser, sce_loss
 from proda.method.prototypes import PrototypeBank, hard_label, proto_distances, proto_softmax, rectify

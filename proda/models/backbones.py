@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torchvision.models import resnet
 
+from proda.checkpoint import CheckpointError, load
+
 RESNETS = {"resnet18": resnet.resnet18, "resnet34": resnet.resnet34,
            "resnet50": resnet.resnet50, "resnet101": resnet.resnet101}
 
@@ -102,10 +104,9 @@ def load_backbone_weights(backbone: nn.Module, path: str | Path) -> None:
     if not path.is_file():
         raise FileNotFoundError(f"model.pretrained: no file at '{path}'")
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - one clear line whatever went wrong
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]  # torch's message spans many lines
-        raise ValueError(f"model.pretrained '{path}': not a loadable weights-only checkpoint ({first})") from None
+        state = load(path)
+    except CheckpointError as e:
+        raise ValueError(f"model.pretrained '{path}': not a loadable weights-only checkpoint ({e.reason})") from None
     for key in ("state_dict", "model"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from proda.engine.checkpoint import CheckpointError, load, load_model_state
+from proda.checkpoint import CheckpointError, load, load_model_state
 from proda.models.deeplabv2 import DeepLabV2
 
 _HEAD_RULES = [

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from proda.engine import checkpoint as ckpt
-from proda.engine.checkpoint import CheckpointError
+from proda import checkpoint as ckpt
+from proda.checkpoint import CheckpointError
 from proda.engine.nodes import new_model
 from proda.models import build_model
 

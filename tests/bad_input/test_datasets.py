@@ -7,7 +7,7 @@ import yaml
 
 from proda.config import Config
 from proda.data import DataError
-from proda.engine.data import check_data
+from proda.data.stream import check_data
 
 from .conftest import GOOD_IDS, ablation_main, assert_refused, make_cityscapes, make_gta5, run_cli, write_label
 

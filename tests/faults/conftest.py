@@ -138,7 +138,7 @@ class one_thread:
 
 def same_weights(a: Path, b: Path) -> list[str]:
     """Names of the tensors that differ between two model.pt files (empty: bit-identical)."""
-    from proda.engine import checkpoint as ckpt
+    from proda import checkpoint as ckpt
 
     wa, wb = ckpt.load(a)["model"], ckpt.load(b)["model"]
     assert wa.keys() == wb.keys()
@@ -175,7 +175,7 @@ def interrupted_study(tmp_path_factory, synthetic_cache):
     One scenario for both kills keeps the fault suite within minutes on 2 cores (a Ray study costs ~30 s
     of start-up here); the tests that use it check each guarantee on its own."""
     from proda.ablation.grid import Plan
-    from proda.engine.checkpoint import load
+    from proda.checkpoint import load
 
     tmp = tmp_path_factory.mktemp("interrupted")
     grid = write_grid(tmp / "dk.yaml", "dk", ["source-only", "st"],

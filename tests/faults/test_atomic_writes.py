@@ -12,8 +12,8 @@ import pandas as pd
 import pytest
 import torch
 
+from proda import checkpoint as ckpt
 from proda.ablation import results as R
-from proda.engine import checkpoint as ckpt
 from proda.engine.trainer import JsonlLog
 
 from .conftest import ROOT, wait_for
@@ -86,7 +86,7 @@ def test_crash_inside_the_parquet_write_keeps_the_previous_table(tmp_path, monke
 WRITER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
-    from proda.engine.checkpoint import atomic_write
+    from proda.checkpoint import atomic_write
 
     path, ready = Path(sys.argv[1]), Path(sys.argv[2])
 

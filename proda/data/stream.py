@@ -21,9 +21,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
+from proda import distributed as ddp
 from proda.config import Config
 from proda.data.readers import DataError
-from proda.engine import distributed as ddp
 
 
 @dataclass

@@ -20,7 +20,14 @@ import torch
 
 
 class CheckpointError(ValueError):
-    """A checkpoint file is missing, unreadable, unsafe, or does not fit the model."""
+    """A checkpoint file is missing, unreadable, unsafe, or does not fit the model.
+
+    ``reason``: what is wrong with the file, without its name (a caller that names the file by the config
+    field it came from words its own line around it)."""
+
+    def __init__(self, message: str, reason: str | None = None):
+        super().__init__(message)
+        self.reason = message if reason is None else reason
 
 
 _HOST = socket.gethostname()
@@ -86,9 +93,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         return torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else "unsafe content"
-        raise CheckpointError(f"checkpoint '{path}' refused by weights_only loading (it may carry code): {first}") from None
+        raise CheckpointError(f"checkpoint '{path}' refused by weights_only loading (it may carry code): {first}",
+                              reason=first) from None
     except Exception as e:  # noqa: BLE001 - truncated / not a torch file
-        raise CheckpointError(f"checkpoint '{path}' is unreadable ({type(e).__name__}: {e})") from None
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0]  # torch's message spans many lines
+        raise CheckpointError(f"checkpoint '{path}' is unreadable ({type(e).__name__}: {e})", reason=first) from None
 
 
 def load_model_state(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
