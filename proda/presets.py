@@ -68,9 +68,10 @@ _SYNTHETIC = {  # sized for 2 CPU cores: the default study (39 nodes) within ~20
     #  threshold 0.9 for the hard labels of every row (ST: ξ(p), PD: ξ(ω ⊙ p)) — one rule, one change per row;
     #  λ: (1 − λ)·steps = 3, as (1 − 0.9999)·30k;  EMA encoder: the paper's per-step momentum 0.999 (S3);
     #  τ = √(C / 256) = 0.354 for C = 32 channels: distances between GroupNorm'd features grow as √C;
-    #  SL: the official KL ÷ K (γ1 = 10 on the per-class-channel mean, effective 10/19)
+    #  SL: the official KL ÷ K (γ1 = 10 on the per-class-channel mean, effective 10/19);
+    #  SCE rows: the target side ÷ (α − β·log 1e-4) ≈ 9.31, so it weighs against l_ce^s as ST's does (S8)
     "stage1": {"steps": 150, "lr": 5e-4, "proto_momentum": 0.98, "gamma1": 10.0, "gamma2": 0.1, "tau": 0.354,
-               "ema_momentum": 0.999, "threshold": 0.9, "official_kl_norm": True},
+               "ema_momentum": 0.999, "threshold": 0.9, "official_kl_norm": True, "sce_ce_scale": True},
     # the student starts from the seed's ssl node (SimCLR on the unlabelled train images), not from its teacher,
     # and, as it starts from weights not trained for the task, it trains as long as its teacher was trained
     # (warm-up + stage 1 = 550 steps) at the warm-up's learning rate (S7)

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from proda.method.discriminator import FCDiscriminator, lsgan_loss
-from proda.method.losses import ce_loss, kd_loss, kl_consistency, rce_loss, regulariser, sce_loss
+from proda.method.losses import ce_loss, kd_loss, kl_consistency, rce_loss, regulariser, sce_loss, sce_scale
 
 LOG_1E4 = -math.log(1e-4)  # 9.2103…
 
@@ -41,6 +41,20 @@ def test_sce_is_alpha_ce_plus_beta_rce():
     expect = 0.3 * ce_loss(logits, target) + 0.7 * rce_loss(logits, target)
     assert torch.allclose(sce_loss(logits, target, alpha=0.3, beta=0.7), expect)
     assert torch.allclose(sce_loss(logits, target), 0.1 * ce_loss(logits, target) + rce_loss(logits, target))
+
+
+def test_sce_gradient_is_ce_gradient_times_alpha_plus_beta_log_1e4_p_label():
+    """∂l_sce/∂z_y = (α − β·log 1e-4·p_y)·∂l_ce/∂z_y: ≈ sce_scale() = 9.31× CE's on a confident pixel, less on a
+    doubtful one (what S8's sce_ce_scale divides the target side by)."""
+    def grad(logits, loss):
+        z = torch.tensor(logits).view(1, 3, 1, 1).requires_grad_(True)
+        loss(z, torch.zeros(1, 1, 1, dtype=torch.long)).backward()
+        return z.grad[0, 0, 0, 0].item()
+    assert sce_scale() == pytest.approx(0.1 + LOG_1E4) and sce_scale(0.3, 2.0) == pytest.approx(0.3 + 2 * LOG_1E4)
+    for z in ([8.0, 0.0, 0.0], [0.0, 0.0, 0.0]):  # p_y ≈ 0.9993 and 1/3
+        p_y = F.softmax(torch.tensor(z), 0)[0].item()
+        assert grad(z, sce_loss) == pytest.approx((0.1 + LOG_1E4 * p_y) * grad(z, ce_loss), rel=1e-4)
+    assert grad([8.0, 0.0, 0.0], sce_loss) / sce_scale() == pytest.approx(grad([8.0, 0.0, 0.0], ce_loss), rel=1e-3)
 
 
 def test_regulariser_kinds_by_hand_on_one_pixel_two_classes():

@@ -4,6 +4,8 @@ One micro step of a tiny Stage1 per switch combination: the returned terms are e
 ones, and ``total`` is their weighted sum.
 """
 
+import math
+
 import pytest
 import torch
 
@@ -43,16 +45,20 @@ SWITCHES = [
 ]
 
 
+@pytest.mark.parametrize("ce_scale", [False, True], ids=["paper", "sce_ce_scale"])
 @pytest.mark.parametrize("switches,terms", SWITCHES)
-def test_total_is_eq12_over_the_switched_on_terms(synthetic_cache, switches, terms):
+def test_total_is_eq12_over_the_switched_on_terms(synthetic_cache, switches, terms, ce_scale):
     sce, pd, sl, reg, source_ce, gamma2 = switches
-    s, losses = _step(synthetic_cache, sce=sce, pd=pd, sl=sl, reg=reg, source_ce=source_ce, gamma2=gamma2)
+    s, losses = _step(synthetic_cache, sce=sce, pd=pd, sl=sl, reg=reg, source_ce=source_ce, gamma2=gamma2,
+                      sce_ce_scale=ce_scale)
     assert set(losses) == terms | {"total"}
-    # the same sum in the same order: l_ce^s + l_sce^t(ŷ) + γ2·l_reg + γ1·l_kl, exactly
+    # the same sum in the same order: l_ce^s + w·(l_sce^t(ŷ) + γ2·l_reg + γ1·l_kl), exactly; w = 1 / (α − β·log 1e-4)
+    # with sce_ce_scale and SCE on (S8), else 1
+    w = 1.0 / (s.alpha - s.beta * math.log(1e-4)) if ce_scale and sce else 1.0
     expected = torch.zeros(())
-    for name, weight in (("loss_src", 1.0), ("loss_st", 1.0), ("loss_reg", s.gamma2), ("loss_sl", s.gamma1)):
+    for name, weight in (("loss_src", 1.0), ("loss_st", w), ("loss_reg", s.gamma2 * w), ("loss_sl", s.gamma1 * w)):
         if name in losses:
-            expected = expected + (losses[name] if weight == 1.0 else weight * losses[name])
+            expected = expected + (losses[name] if name == "loss_src" else weight * losses[name])
     assert torch.equal(losses["total"], expected)
     assert all(torch.isfinite(v) and v.dim() == 0 for v in losses.values())
 

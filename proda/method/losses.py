@@ -54,6 +54,15 @@ def sce_loss(logits: Tensor, target: Tensor, alpha: float = 0.1, beta: float = 1
     return alpha * ce_loss(logits, target, ignore_index) + beta * rce_loss(logits, target, ignore_index)
 
 
+def sce_scale(alpha: float = 0.1, beta: float = 1.0, log_zero: float = math.log(1e-4)) -> float:
+    """α − β·log_zero ≈ 9.31: how much larger l_sce's gradient on a confident pixel's label logit is than l_ce's.
+
+    ∂l_sce/∂z_y = (α − β·log_zero·p_y)·∂l_ce/∂z_y, so at p_y → 1 the ratio is α − β·log_zero, and smaller on
+    doubtful pixels (p_y small) — which is the robustness SCE is for (eq. 8).
+    """
+    return alpha - beta * log_zero
+
+
 def regulariser(logits: Tensor, kind: str = "mrkld") -> Tensor:
     """The regulariser l_reg^t on target predictions (eq. 11), averaged over all pixels.
 

@@ -24,7 +24,7 @@ from proda.config import Config
 from proda.data.augment import full_to_weak, normalize, strong_view, weak_view, weak_to_strong
 from proda.data.stream import BatchStream, Split
 from proda.method.discriminator import FCDiscriminator, lsgan_loss
-from proda.method.losses import ce_loss, kd_loss, kl_consistency, regulariser, sce_loss
+from proda.method.losses import ce_loss, kd_loss, kl_consistency, regulariser, sce_loss, sce_scale
 from proda.method.prototypes import PrototypeBank, hard_label, proto_distances, proto_softmax, rectify
 
 IGNORE = 255
@@ -263,6 +263,8 @@ class Stage1(_TargetStage):
         s, res = self.cfg.stage1, self.res
         losses = {}
         total = torch.zeros((), device=self.device)
+        # the target side's weight: 1, or 1 / (α − β·log 1e-4) with sce_ce_scale (S8); ×1.0 is exact
+        w = 1.0 / sce_scale(s.alpha, s.beta) if s.sce and s.sce_ce_scale else 1.0
         t_full, xw, pw, soft = self.target_batch()
         soft_w = full_to_weak(soft, pw, res)  # (n, K, h, w) p_{t,0} in the weak view
         if self.use_ema:
@@ -283,11 +285,11 @@ class Stage1(_TargetStage):
                 losses["loss_src"] = loss_src.detach()
             out_w = resize(self.net(normalize(xw))["out"], res).float()  # (n, K, h, w)
             loss_st = sce_loss(out_w, y_hat, s.alpha, s.beta) if s.sce else ce_loss(out_w, y_hat)
-            total = total + loss_st
+            total = total + w * loss_st
             losses["loss_st"] = loss_st.detach()
             if s.reg and s.gamma2 > 0:
                 loss_reg = regulariser(out_w, s.regulariser)
-                total = total + s.gamma2 * loss_reg
+                total = total + s.gamma2 * w * loss_reg
                 losses["loss_reg"] = loss_reg.detach()
             if s.sl:
                 xs, ps = strong_view(xw, generator=self.gen)
@@ -299,7 +301,7 @@ class Stage1(_TargetStage):
                 feat_s = resize(self.net(normalize(xs))["feat"], res).float()
                 student = -proto_distances(feat_s, self.bank.protos) / s.tau
                 loss_sl = kl_consistency(z_t, student, valid, official_channel_norm=s.official_kl_norm)
-                total = total + s.gamma1 * loss_sl
+                total = total + s.gamma1 * w * loss_sl
                 losses["loss_sl"] = loss_sl.detach()
         self.backward(total, accum)
         if self.use_ema:  # moving prototypes: batch centroids of f̃ under the EMA model's own argmax
