@@ -18,8 +18,8 @@ import torch.nn.functional as F
 from proda.config import Config
 from proda.data.augment import (GEOMETRIC_OPS, OFFICIAL_OPS, full_to_weak, normalize, strong_view,
                                 weak_to_strong, weak_view)
-from proda.engine import checkpoint as ckpt
-from proda.engine.data import eval_batches, open_split
+from proda import checkpoint as ckpt
+from proda.data.stream import eval_batches, open_split
 from proda.engine.nodes import load_model
 from proda.method.prototypes import proto_distances
 from proda.method.stages import resize
