@@ -16,8 +16,8 @@ from typing import Callable
 
 from ray.tune.search import Searcher
 
+from proda.ablation import study
 from proda.ablation.grid import Plan, _lookup
-from proda.ablation.runner import SKIPPED, _mark_failed, mark_unfinished, node_status
 from proda.presets import COMPONENTS
 
 _LOG: Callable[[str], None] = print  # the driver's log; module-level so the searcher stays picklable
@@ -114,7 +114,7 @@ class NodeScheduler(Searcher):
 
     # -- the file system is the truth: done.json / failed.json written by the nodes themselves
     def _status(self, i: str) -> str:
-        return node_status(self.study_dir, i)
+        return study.node_status(self.study_dir, i)
 
     def _done_cost(self) -> float:
         return sum(n.est_cost for i, n in self.plan.nodes.items() if self._status(i) == "done")
@@ -129,8 +129,8 @@ class NodeScheduler(Searcher):
             for i in list(self.pending):
                 if any(self._status(up) == "failed" for up in self._inputs(i)):
                     phase = self.plan.nodes[i].phase
-                    _mark_failed(self.study_dir / "nodes" / i, SKIPPED, phase)
-                    _LOG(f"[{phase}] {i[:8]} {SKIPPED}")
+                    study.mark_failed(study.node_dir(self.study_dir, i), study.SKIPPED, phase)
+                    _LOG(f"[{phase}] {i[:8]} {study.SKIPPED}")
                     self.pending.remove(i)
                     failed = True
 
@@ -147,7 +147,7 @@ class NodeScheduler(Searcher):
             return self.FINISHED
         if not self.running:  # nothing runs that could unblock the rest (cannot happen with a valid plan)
             for i in self.pending:
-                _mark_failed(self.study_dir / "nodes" / i, "an input never became available", self.plan.nodes[i].phase)
+                study.mark_failed(study.node_dir(self.study_dir, i), study.NO_INPUT, self.plan.nodes[i].phase)
             self.pending = []
             return self.FINISHED
         return None
@@ -159,7 +159,7 @@ class NodeScheduler(Searcher):
         phase = self.plan.nodes[i].phase
         status = self._status(i)
         if status not in ("done", "failed"):
-            mark_unfinished(self.study_dir / "nodes" / i, phase)
+            study.mark_unfinished(study.node_dir(self.study_dir, i), phase)
             status = "failed"
         self._skip_blocked()
         done = self._done_cost()
