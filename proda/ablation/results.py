@@ -30,7 +30,7 @@ import pandas as pd
 from proda.ablation import study
 from proda.ablation.render import is_null, render  # noqa: F401 - render: part of this module's interface
 from proda.ablation.stats import BOOTSTRAP_MIN_N, baseline, describe, excludes_zero, group_stats, prefixed
-from proda.ablation.study import STATUSES, load_plan  # noqa: F401 - load_plan: part of this module's interface
+from proda.ablation.study import STATUSES, load_plan
 from proda.data.classes import class_names, sub_protocol
 
 # columns of the tidy table; the swept fields (one column each, dotted names) come after "seed"
