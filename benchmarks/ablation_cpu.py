@@ -33,7 +33,8 @@ from proda.ablation.grid import TABLE3_VARIANTS, AblationSpec, expand  # noqa: E
 from proda.ablation.runner import run_study_local  # noqa: E402
 from proda.chain import node_id  # noqa: E402
 from proda.data.stream import open_split  # noqa: E402
-from proda.engine.nodes import device_of, is_done, load_ssl_backbone, new_model  # noqa: E402
+from proda.engine.folder import is_done  # noqa: E402
+from proda.engine.nodes import device_of, load_ssl_backbone, new_model  # noqa: E402
 from proda.engine.trainer import evaluate, run_stage  # noqa: E402
 from proda.method.stages import SourceStage  # noqa: E402
 from proda.presets import make_config  # noqa: E402

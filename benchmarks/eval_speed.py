@@ -35,7 +35,7 @@ import torch.nn.functional as F  # noqa: E402
 
 from proda.data.augment import normalize  # noqa: E402
 from proda.data.stream import eval_batches, open_split  # noqa: E402
-from proda.engine.nodes import NodeSpec, new_model, run_node  # noqa: E402
+from proda.engine.nodes import Node, new_model, run_node  # noqa: E402
 from proda.engine.trainer import evaluate  # noqa: E402
 from proda.evaluation import ConfusionMatrix  # noqa: E402
 from proda.presets import make_config  # noqa: E402
@@ -69,7 +69,7 @@ def node_share(cfg, storage: Path) -> dict:
     trainer.evaluate = counted
     try:
         c0, w0 = CLOCKS["cpu"](), CLOCKS["wall"]()
-        run_node(NodeSpec("warmup", "warmup"), cfg, out, {}, metrics_log=out / "metrics.jsonl", log=lambda s: None)
+        run_node(Node("warmup", "warmup"), cfg, out, {}, metrics_log=out / "metrics.jsonl", log=lambda s: None)
         cpu, wall = CLOCKS["cpu"]() - c0, CLOCKS["wall"]() - w0
     finally:
         trainer.evaluate = inner

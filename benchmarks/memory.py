@@ -61,12 +61,12 @@ def smoke_plan():
 
 def child_prepare(storage: Path) -> dict:
     from proda.config import Config
-    from proda.engine.nodes import NodeSpec, run_node
+    from proda.engine.nodes import run_node
 
     plan = smoke_plan()
     for phase in ("warmup", "pseudo0"):
         for n in plan.nodes_in_phase(phase):
-            run_node(NodeSpec(n.kind, n.name, {r: r for r in n.inputs}), Config.from_dict(n.config),
+            run_node(n, Config.from_dict(n.config),
                      storage / "nodes" / n.id, {r: storage / "nodes" / u for r, u in n.inputs.items()},
                      log=lambda s: None)
     return {}
@@ -76,7 +76,7 @@ def child_smoke(storage: Path, overrides: dict, out_name: str) -> dict:
     import torch
 
     from proda.config import Config
-    from proda.engine.nodes import NodeSpec, run_node
+    from proda.engine.nodes import run_node
 
     torch.set_num_threads(2)
     (node,) = smoke_plan().nodes_in_phase("stage1")
@@ -85,7 +85,7 @@ def child_smoke(storage: Path, overrides: dict, out_name: str) -> dict:
     shutil.rmtree(out, ignore_errors=True)
     base = rss_mb()
     t0 = time.time()
-    run_node(NodeSpec(node.kind, node.name, {r: r for r in node.inputs}), cfg, out,
+    run_node(node, cfg, out,
              {r: storage / "nodes" / u for r, u in node.inputs.items()}, log=lambda s: None)
     return {"base_mb": base, "seconds": time.time() - t0}
 

@@ -43,14 +43,14 @@ def child(mode: str, study: Path, cpus: float) -> dict:
     plan = expand(SMOKE_SPEC)
     if mode == "plain":
         from proda.config import Config
-        from proda.engine.nodes import NodeSpec, run_node
+        from proda.engine.nodes import run_node
 
         torch.set_num_threads(max(1, int(cpus)))
         times, t_all = {}, time.time()
         for phase in plan.phases:
             for node in plan.nodes_in_phase(phase):
                 t0 = time.time()
-                run_node(NodeSpec(node.kind, node.name, {r: r for r in node.inputs}), Config.from_dict(node.config),
+                run_node(node, Config.from_dict(node.config),
                          study / "nodes" / node.id, {r: study / "nodes" / up for r, up in node.inputs.items()},
                          metrics_log=study / "nodes" / node.id / "metrics.jsonl", log=lambda s: None)
                 times[node.id] = time.time() - t0

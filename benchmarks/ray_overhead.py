@@ -49,7 +49,8 @@ def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
     import torch
 
     from proda.config import Config
-    from proda.engine.nodes import NodeSpec, read_done, run_node
+    from proda.engine.folder import read_done
+    from proda.engine.nodes import run_node
 
     plan = plan_for(steps)
     (node,) = plan.nodes.values()
@@ -58,7 +59,7 @@ def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
         torch.set_num_threads(max(1, int(cpus)))  # what the runner gives a Ray worker
         node_dir = out / "nodes" / node.id
         t0 = time.time()
-        run_node(NodeSpec(node.kind, node.name, {}), Config.from_dict(node.config), node_dir, {},
+        run_node(node, Config.from_dict(node.config), node_dir, {},
                  metrics_log=node_dir / "metrics.jsonl", log=lambda s: None)
         res.update(node_s=time.time() - t0, study_s=time.time() - t0, init_s=0.0)
     else:

@@ -127,7 +127,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.dry_run:
             return 0
         from proda.ablation import results as R
-        from proda.ablation.runner import node_status, run_study
+        from proda.ablation.runner import run_study
+        from proda.ablation.study import node_status
 
         study = Path(args.storage).expanduser() / spec.name
         t0 = time.monotonic()

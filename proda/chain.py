@@ -33,34 +33,68 @@ _FIXED_PHASES = {"ssl": 0, "warmup": 1, "warmup+": 2, "pseudo0": 3, "stage1": 4}
 CITYSCAPES_TRAIN_IMAGES = 2975
 
 
-@dataclass(frozen=True)
-class NodeSpec:
+@dataclass
+class Node:
+    """One stage node: of a variant's chain (:func:`chain`) and of a study's plan (``Plan.nodes``, ``plan.json``),
+    run by :func:`proda.engine.nodes.run_node`. Its ``name`` is its chain position, which is also its phase
+    (the trial-name prefix and the ``phase`` column of the tables)."""
+
     kind: str  # ssl | warmup | extend | pseudo | stage1 | distill
-    name: str  # unique within a chain: ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, ...
-    inputs: dict[str, str] = field(default_factory=dict)  # role → upstream node name (model, pseudo, teacher, ssl)
+    name: str  # ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, ... (the earliest, when merged)
+    inputs: dict[str, str] = field(default_factory=dict)  # role (model, pseudo, teacher, ssl) → upstream node id
+    id: str = ""  # node_id(kind, config, seed, inputs): 16 hex digits
+    seed: int = 0
+    config: dict = field(default_factory=dict)  # Config.to_dict() of the first row that created it
+    est_cost: float = 0.0  # compute units (est_cost)
+
+    @property
+    def phase(self) -> str:
+        return self.name
+
+    def to_dict(self) -> dict:
+        """Its record in ``plan.json`` (``phase`` repeats ``name``, as plans always had it)."""
+        return {"id": self.id, "kind": self.kind, "name": self.name, "seed": self.seed, "config": self.config,
+                "inputs": dict(self.inputs), "phase": self.name, "est_cost": self.est_cost}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "Node":
+        return cls(kind=d["kind"], name=d["name"], inputs=dict(d["inputs"]), id=d["id"], seed=int(d["seed"]),
+                   config=d["config"], est_cost=float(d["est_cost"]))
 
 
 def uses_ssl(cfg: Config) -> bool:
     return cfg.model.init == "ssl" or (cfg.distill.rounds > 0 and cfg.distill.student_init == "ssl")
 
 
-def chain(cfg: Config) -> list[NodeSpec]:
+def _positions(cfg: Config) -> list[tuple[str, str, dict[str, str]]]:
+    """The chain as (kind, name, role → upstream name)."""
     ssl = {"ssl": "ssl"} if uses_ssl(cfg) else {}
-    nodes = [NodeSpec("ssl", "ssl")] if ssl else []
-    nodes.append(NodeSpec("warmup", "warmup", ssl if cfg.model.init == "ssl" else {}))
+    out = [("ssl", "ssl", {})] if ssl else []
+    out.append(("warmup", "warmup", ssl if cfg.model.init == "ssl" else {}))
     prev = "warmup"
     if cfg.warmup.extend:
-        nodes.append(NodeSpec("extend", "warmup+", {"model": prev}))
+        out.append(("extend", "warmup+", {"model": prev}))
         prev = "warmup+"
     if cfg.stage1.st:
-        nodes += [NodeSpec("pseudo", "pseudo0", {"model": prev}),
-                  NodeSpec("stage1", "stage1", {"model": prev, "pseudo": "pseudo0"})]
+        out += [("pseudo", "pseudo0", {"model": prev}), ("stage1", "stage1", {"model": prev, "pseudo": "pseudo0"})]
         prev = "stage1"
     for r in range(1, cfg.distill.rounds + 1):
-        nodes += [NodeSpec("pseudo", f"pseudo{r}", {"model": prev}),
-                  NodeSpec("distill", f"distill{r}", {"teacher": prev, "pseudo": f"pseudo{r}",
-                                                      **(ssl if cfg.distill.student_init == "ssl" else {})})]
+        out += [("pseudo", f"pseudo{r}", {"model": prev}),
+                ("distill", f"distill{r}", {"teacher": prev, "pseudo": f"pseudo{r}",
+                                            **(ssl if cfg.distill.student_init == "ssl" else {})})]
         prev = f"distill{r}"
+    return out
+
+
+def chain(cfg: Config) -> list[Node]:
+    """The nodes of ``cfg``'s chain in order, each with its id, inputs by id and estimated cost."""
+    d = cfg.to_dict()
+    ids: dict[str, str] = {}  # name → id
+    nodes = []
+    for kind, name, up in _positions(cfg):
+        inputs = {role: ids[u] for role, u in up.items()}
+        ids[name] = node_id(kind, d, cfg.seed, inputs)
+        nodes.append(Node(kind, name, inputs, ids[name], cfg.seed, d, est_cost(kind, cfg)))
     return nodes
 
 

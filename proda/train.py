@@ -53,14 +53,16 @@ def run_chain(cfg: Config, out: Path, resume: bool = False, log=print, stop_afte
     elif ddp.is_main():
         cfg_path.write_text(cfg.to_yaml())
     summary: dict = {"config_hash": cfg.hash(), "stages": {}}
-    for spec in chain(cfg):
-        res = run_node(spec, cfg, out / spec.name, {role: out / up for role, up in spec.inputs.items()},
+    dirs: dict[str, Path] = {}  # node id → its folder, named by its chain position: DIR/warmup, DIR/stage1, ...
+    for node in chain(cfg):
+        dirs[node.id] = out / node.name
+        res = run_node(node, cfg, dirs[node.id], {role: dirs[up] for role, up in node.inputs.items()},
                        resume=True, log=log, metrics_log=out / "metrics.jsonl",
                        stop_after=stop_after_steps)
         if "stopped_at" in res:
-            log(f"stopped after step {res['stopped_at']} of '{spec.name}' (as asked)")
+            log(f"stopped after step {res['stopped_at']} of '{node.name}' (as asked)")
             return summary
-        summary["stages"][spec.name] = res
+        summary["stages"][node.name] = res
     if ddp.is_main():
         (out / "summary.json").write_text(json.dumps(summary, indent=1, allow_nan=True))
     return summary

@@ -9,7 +9,7 @@ from conftest import tiny_config
 from proda import checkpoint as ckpt
 from proda.chain import chain
 from proda.data.stream import open_split
-from proda.engine.nodes import NodeSpec, load_model, run_node
+from proda.engine.nodes import Node, load_model, run_node
 from proda.method.control import ContinuedAdversarial
 from proda.method.stages import make_optimizer
 
@@ -23,14 +23,15 @@ def _cfg(cache, **kw):
 
 def test_the_control_rows_chain_is_warmup_then_warmup_plus():
     cfg = _cfg(".")
-    assert [(s.kind, s.name, s.inputs) for s in chain(cfg)] == [
-        ("warmup", "warmup", {}), ("extend", "warmup+", {"model": "warmup"})]
+    warmup, more = chain(cfg)
+    assert (warmup.kind, warmup.name, warmup.inputs) == ("warmup", "warmup", {})
+    assert (more.kind, more.name, more.inputs) == ("extend", "warmup+", {"model": warmup.id})
 
 
 def test_warmup_plus_starts_from_the_warmup_and_its_discriminator_with_a_fresh_stage1_optimiser(
         tmp_path, synthetic_cache):
     cfg = _cfg(synthetic_cache)
-    run_node(NodeSpec("warmup", "warmup"), cfg, tmp_path / "warmup", {}, log=LOG)
+    run_node(Node("warmup", "warmup"), cfg, tmp_path / "warmup", {}, log=LOG)
     disc = ckpt.load(tmp_path / "warmup" / "disc.pt")["disc"]
     model = load_model(cfg, tmp_path / "warmup")
     stage = ContinuedAdversarial(cfg, model, open_split(cfg, "source", "train"), open_split(cfg, "target", "train"),
@@ -68,8 +69,8 @@ def test_warmup_plus_runs_stage1_steps_and_its_score_is_the_rows(tmp_path, synth
 
 def test_a_warmup_without_its_discriminator_is_refused_by_name(tmp_path, synthetic_cache):
     cfg = _cfg(synthetic_cache)
-    run_node(NodeSpec("warmup", "warmup"), cfg, tmp_path / "warmup", {}, log=LOG)
+    run_node(Node("warmup", "warmup"), cfg, tmp_path / "warmup", {}, log=LOG)
     (tmp_path / "warmup" / "disc.pt").unlink()  # as a warm-up finished before discriminators were saved
     with pytest.raises(RuntimeError, match=r"node 'warmup\+'.*has no disc.pt.*delete that folder"):
-        run_node(NodeSpec("extend", "warmup+", {"model": "warmup"}), cfg, tmp_path / "more",
+        run_node(Node("extend", "warmup+", {"model": "warmup"}), cfg, tmp_path / "more",
                  {"model": tmp_path / "warmup"}, log=LOG)

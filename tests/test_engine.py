@@ -135,11 +135,11 @@ def test_cli_runs_a_variant_and_writes_summary(tmp_path, synthetic_cache, capsys
 
 
 def test_the_reporter_gets_the_learning_curve_at_every_log_step_and_every_evaluation(tmp_path, synthetic_cache):
-    from proda.engine.nodes import NodeSpec, run_node
+    from proda.engine.nodes import Node, run_node
 
     cfg = tiny_config(synthetic_cache, "source-only", **{"eval.interval": 2})  # 4 steps, a log every 2
     seen = []
-    run_node(NodeSpec("warmup", "warmup", {}), cfg, tmp_path / "w", {}, reporter=seen.append, log=lambda s: None)
+    run_node(Node("warmup", "warmup", {}), cfg, tmp_path / "w", {}, reporter=seen.append, log=lambda s: None)
     assert [(r["kind"], r["step"]) for r in seen] == [("train", 2), ("eval", 2), ("train", 4), ("eval", 4)]
     train = [r for r in seen if r["kind"] == "train"]
     assert all(r["images_per_s"] > 0 and r["lr"] > 0 and any(k.startswith("loss") for k in r) for r in train)

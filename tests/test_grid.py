@@ -10,8 +10,10 @@ from proda.ablation.grid import (
     BUILTIN_SPECS,
     DEFAULT_SPEC,
     AblationSpec,
+    Node,
     Plan,
     builtin_spec,
+    chain,
     expand,
     node_id,
 )
@@ -218,6 +220,18 @@ def test_plan_json_round_trip():
     assert back.to_json() == plan.to_json()
     assert back.rows == plan.rows and back.nodes == plan.nodes and back.spec.to_dict() == plan.spec.to_dict()
     assert json.loads(plan.to_json())["naive_nodes"] == 117
+
+
+def test_a_plan_holds_the_chains_own_nodes_with_their_ids_and_the_record_plan_json_always_had():
+    spec = AblationSpec(preset="smoke", variants=("proda",), seeds=(0,))
+    plan = expand(spec)
+    row_chain = chain(spec.row_config("proda", {}, 0))
+    assert [n.id for n in row_chain] == plan.rows[0].nodes and [plan.nodes[n.id] for n in row_chain] == row_chain
+    for n in row_chain:  # each id is the hash of the node's identity, its inputs by upstream id
+        assert n.id == node_id(n.kind, n.config, n.seed, n.inputs) and set(n.inputs.values()) <= set(plan.nodes)
+    rec = json.loads(plan.to_json())["nodes"][row_chain[1].id]
+    assert list(rec) == ["id", "kind", "name", "seed", "config", "inputs", "phase", "est_cost"]
+    assert rec["phase"] == rec["name"] == "warmup" and Node.from_dict(rec) == row_chain[1]
 
 
 def test_summary_reports_merging():

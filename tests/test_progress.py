@@ -12,7 +12,7 @@ from proda.ablation.progress import StudyProgress, rows_text
 
 
 def node(i, kind, cost, warmup="adversarial", **inputs):
-    return Node(id=i, kind=kind, name=kind, seed=0, config={"warmup": {"kind": warmup}}, inputs=inputs, phase=kind,
+    return Node(id=i, kind=kind, name=kind, seed=0, config={"warmup": {"kind": warmup}}, inputs=inputs,
                 est_cost=cost)
 
 

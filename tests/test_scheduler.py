@@ -10,9 +10,9 @@ import pytest
 
 from conftest import tensorboard_scalars
 from proda.ablation.grid import SMOKE_SPEC, expand
-from proda.ablation.runner import node_status, record_error
 from proda.ablation import progress
 from proda.ablation.scheduler import NodeScheduler, critical_path
+from proda.ablation.study import node_status, record_error
 
 FINISHED = NodeScheduler.FINISHED
 

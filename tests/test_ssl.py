@@ -8,7 +8,7 @@ import torch
 from conftest import tiny_config
 from proda import checkpoint as ckpt
 from proda.chain import chain, node_id
-from proda.engine.nodes import NodeSpec, _student, new_model, run_node
+from proda.engine.nodes import Node, _student, new_model, run_node
 from proda.method.ssl import _hue, gaussian_blur, nt_xent, simclr_view
 
 
@@ -73,7 +73,7 @@ def _ssl_cfg(cache, **kw):
 
 def test_ssl_node_resumes_bit_exactly_after_an_interruption(tmp_path, synthetic_cache):
     cfg = _ssl_cfg(synthetic_cache)
-    spec, log = NodeSpec("ssl", "ssl"), (lambda s: None)
+    spec, log = Node("ssl", "ssl"), (lambda s: None)
     straight = run_node(spec, cfg, tmp_path / "straight", {}, log=log)
     assert straight["kind"] == "ssl" and math.isfinite(straight["loss_ntxent"])
     stopped = run_node(spec, cfg, tmp_path / "cut", {}, log=log, stop_after=2)
@@ -109,7 +109,7 @@ def test_ssl_node_never_reads_a_label(tmp_path, synthetic_cache, monkeypatch):
         real_init(self, cfg, backbone, source, target, device, seed)
 
     monkeypatch.setattr(ssl.SSLStage, "__init__", init)
-    run_node(NodeSpec("ssl", "ssl"), _ssl_cfg(synthetic_cache, **{"ssl.steps": 1}), tmp_path, {}, log=lambda s: None)
+    run_node(Node("ssl", "ssl"), _ssl_cfg(synthetic_cache, **{"ssl.steps": 1}), tmp_path, {}, log=lambda s: None)
     assert [s.name for s in seen] == ["synthetic-source/train", "synthetic-target/train"]
     assert all(s.labels is None for s in seen)
 
@@ -117,7 +117,7 @@ def test_ssl_node_never_reads_a_label(tmp_path, synthetic_cache, monkeypatch):
 def test_student_starts_from_the_ssl_backbone_with_a_fresh_head_not_as_its_teachers_copy(tmp_path, synthetic_cache):
     cfg = _ssl_cfg(synthetic_cache)
     assert cfg.distill.student_init == "ssl"  # the smoke (and synthetic) preset's student
-    run_node(NodeSpec("ssl", "ssl"), cfg, tmp_path / "ssl", {}, log=lambda s: None)
+    run_node(Node("ssl", "ssl"), cfg, tmp_path / "ssl", {}, log=lambda s: None)
     ssl_state = ckpt.load(tmp_path / "ssl" / "backbone.pt")["backbone"]
     torch.manual_seed(7)
     teacher = new_model(cfg)
@@ -136,10 +136,11 @@ def test_chains_take_the_ssl_node_where_they_start_from_it(synthetic_cache):
     proda = tiny_config(synthetic_cache, "proda")
     specs = {s.name: s for s in chain(proda)}
     assert list(specs)[0] == "ssl" and specs["warmup"].inputs == {}  # warm-ups start from scratch by default
-    assert all(specs[f"distill{r}"].inputs["ssl"] == "ssl" for r in (1, 2))
+    assert all(specs[f"distill{r}"].inputs["ssl"] == specs["ssl"].id for r in (1, 2))
     assert "ssl" not in {s.kind for s in chain(tiny_config(synthetic_cache, "pd+sl"))}  # no student, no ssl
     every = tiny_config(synthetic_cache, "pd+sl", **{"model.init": "ssl"})
-    assert [(s.name, s.inputs) for s in chain(every)][:2] == [("ssl", {}), ("warmup", {"ssl": "ssl"})]
+    ssl, warmup = chain(every)[:2]
+    assert [(ssl.name, ssl.inputs), (warmup.name, warmup.inputs)] == [("ssl", {}), ("warmup", {"ssl": ssl.id})]
     # the ssl node's id does not depend on model.init (no cycle: it is the node model.init points at)
     d0, d1 = proda.to_dict(), every.to_dict()
     assert node_id("ssl", d0, 0, {}) == node_id("ssl", d1, 0, {})
@@ -148,7 +149,7 @@ def test_chains_take_the_ssl_node_where_they_start_from_it(synthetic_cache):
 
 def test_a_warmup_with_model_init_ssl_starts_from_the_ssl_backbone(tmp_path, synthetic_cache, monkeypatch):
     cfg = _ssl_cfg(synthetic_cache, **{"model.init": "ssl", "warmup.steps": 1})
-    run_node(NodeSpec("ssl", "ssl"), cfg, tmp_path / "ssl", {}, log=lambda s: None)
+    run_node(Node("ssl", "ssl"), cfg, tmp_path / "ssl", {}, log=lambda s: None)
     from proda.method import stages
 
     started = {}
@@ -159,7 +160,7 @@ def test_a_warmup_with_model_init_ssl_starts_from_the_ssl_backbone(tmp_path, syn
         real(self, cfg, model, *a)
 
     monkeypatch.setattr(stages.AdversarialWarmup, "__init__", init)
-    run_node(NodeSpec("warmup", "warmup", {"ssl": "ssl"}), cfg, tmp_path / "warmup", {"ssl": tmp_path / "ssl"},
+    run_node(Node("warmup", "warmup", {"ssl": "ssl"}), cfg, tmp_path / "warmup", {"ssl": tmp_path / "ssl"},
              log=lambda s: None)
     ssl_state = ckpt.load(tmp_path / "ssl" / "backbone.pt")["backbone"]
     assert started.keys() == ssl_state.keys() and all(torch.equal(started[k], ssl_state[k]) for k in ssl_state)

@@ -29,7 +29,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from proda.chain import CITYSCAPES_TRAIN_IMAGES, chain, est_cost, node_id, phase_position  # noqa: F401
+from proda.chain import CITYSCAPES_TRAIN_IMAGES, Node, chain, est_cost, node_id, phase_position  # noqa: F401
 from proda.config import Config, ConfigError, field_paths, load_yaml, naming_file
 from proda.presets import COMPONENTS, PRESETS, VARIANTS, make_config
 
@@ -245,18 +245,6 @@ def _check_seeds(seeds: Any) -> tuple[int, ...]:
 
 # -- the DAG ---------------------------------------------------------------------------------------
 @dataclass
-class Node:
-    id: str
-    kind: str  # ssl | warmup | extend | pseudo | stage1 | distill
-    name: str  # == phase
-    seed: int
-    config: dict  # Config.to_dict() of the first row that created it
-    inputs: dict[str, str]  # role → upstream node id
-    phase: str  # ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2
-    est_cost: float  # compute units: optimiser steps × batch; pseudo: images × (2 if flip) / 8
-
-
-@dataclass
 class Row:
     variant: str
     axes: dict[str, Any]  # swept field → value (as the config holds it); only this row's sweep
@@ -283,14 +271,14 @@ class Plan:
 
     def to_json(self) -> str:
         return json.dumps({"version": 1, "spec": self.spec.to_dict(),
-                           "nodes": {k: asdict(n) for k, n in self.nodes.items()},
+                           "nodes": {k: n.to_dict() for k, n in self.nodes.items()},
                            "rows": [asdict(r) for r in self.rows], "phases": self.phases,
                            "naive_nodes": self.naive_nodes, "naive_cost": self.naive_cost}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
         d = json.loads(text)
-        return cls(spec=_stored_spec(d["spec"]), nodes={k: Node(**n) for k, n in d["nodes"].items()},
+        return cls(spec=_stored_spec(d["spec"]), nodes={k: Node.from_dict(n) for k, n in d["nodes"].items()},
                    rows=[Row(**r) for r in d["rows"]], phases=list(d["phases"]),
                    naive_nodes=int(d["naive_nodes"]), naive_cost=float(d["naive_cost"]))
 
@@ -333,22 +321,17 @@ def expand(spec: AblationSpec) -> Plan:
         for combo in spec.combos():
             for seed in spec.seeds:
                 cfg = spec.row_config(vname, combo, seed)
-                d = cfg.to_dict()
-                ids: dict[str, str] = {}
-                for ns in chain(cfg):
-                    nid = node_id(ns.kind, cfg, seed, {role: ids[up] for role, up in ns.inputs.items()})
-                    ids[ns.name] = nid
-                    cost = est_cost(ns.kind, cfg)
-                    naive_nodes, naive_cost = naive_nodes + 1, naive_cost + cost
-                    if nid not in nodes:
-                        nodes[nid] = Node(nid, ns.kind, ns.name, seed, d, {r: ids[u] for r, u in ns.inputs.items()},
-                                          ns.name, cost)
-                    elif phase_position(ns.name) < phase_position(nodes[nid].phase):
+                row_nodes = chain(cfg)
+                for n in row_nodes:
+                    naive_nodes, naive_cost = naive_nodes + 1, naive_cost + n.est_cost
+                    if n.id not in nodes:
+                        nodes[n.id] = n
+                    elif phase_position(n.name) < phase_position(nodes[n.id].name):
                         # the same computation at an earlier chain position (e.g. pseudo labels of the
                         # warm-up, named pseudo1 in a chain without stage 1): run it in the earlier phase
-                        nodes[nid].name = nodes[nid].phase = ns.name
-                chain_ids = list(ids.values())
-                rows.append(Row(vname, {k: _lookup(d, k) for k in combo}, seed, chain_ids, chain_ids[-1]))
+                        nodes[n.id].name = n.name
+                ids = [n.id for n in row_nodes]
+                rows.append(Row(vname, {k: _lookup(row_nodes[0].config, k) for k in combo}, seed, ids, ids[-1]))
     phases = sorted({n.phase for n in nodes.values()}, key=phase_position)
     return Plan(spec, nodes, rows, phases, naive_nodes, naive_cost)
 

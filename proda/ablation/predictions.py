@@ -15,11 +15,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from proda.ablation.results import load_plan
+from proda.ablation import study
 from proda.config import Config
 from proda.data.classes import IGNORE_INDEX, PALETTE_19, protocol_class_ids
 from proda.data.stream import eval_batches, open_split
-from proda.engine.nodes import is_done, load_model
+from proda.engine.nodes import load_model
 from proda.engine.trainer import predict
 
 
@@ -56,7 +56,7 @@ def prediction_strip(study_dir: str | Path, n_images: int = 4, seed: int | None 
 
     ``seed``: the seed whose models are shown (default: the smallest seed each group has finished)."""
     study_dir = Path(study_dir)
-    plan = load_plan(study_dir)
+    plan = study.load_plan(study_dir)
     groups: dict[tuple, list] = {}
     for row in plan.rows:
         groups.setdefault((row.variant, tuple(sorted(row.axes.items()))), []).append(row)
@@ -64,7 +64,7 @@ def prediction_strip(study_dir: str | Path, n_images: int = 4, seed: int | None 
     chosen = []  # (label, row) of each group with a finished final node
     for (variant, axes), rows in groups.items():
         done = sorted((r for r in rows if (seed is None or r.seed == seed)
-                       and is_done(study_dir / "nodes" / r.final)), key=lambda r: r.seed)
+                       and study.node_status(study_dir, r.final) == "done"), key=lambda r: r.seed)
         if done:
             chosen.append((_label(variant, dict(axes), done[0].seed), done[0]))
         else:
@@ -80,7 +80,7 @@ def prediction_strip(study_dir: str | Path, n_images: int = 4, seed: int | None 
                   truth=colourise(lab, k), missing=missing)
     for label, row in chosen:
         cfg = Config.from_dict(plan.nodes[row.final].config)
-        model = load_model(cfg, study_dir / "nodes" / row.final).eval()
+        model = load_model(cfg, study.node_dir(study_dir, row.final)).eval()
         strip.columns.append(label)
         strip.predictions.append(colourise(predict(model, img, size), k))
     return strip

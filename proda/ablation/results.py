@@ -27,15 +27,15 @@ from typing import Any
 
 import pandas as pd
 
-from proda.ablation.grid import Plan
+from proda.ablation import study
 from proda.ablation.render import is_null, render  # noqa: F401 - render: part of this module's interface
 from proda.ablation.stats import BOOTSTRAP_MIN_N, baseline, describe, excludes_zero, group_stats, prefixed
+from proda.ablation.study import STATUSES, load_plan
 from proda.data.classes import class_names, sub_protocol
 
 # columns of the tidy table; the swept fields (one column each, dotted names) come after "seed"
 BASE_COLUMNS = ("study", "row", "variant", "seed", "node_id", "phase", "kind", "step", "class", "iou", "miou",
                 "status", "is_final", "pseudo_label_accuracy", "error", "traceback")
-STATUSES = ("done", "running", "failed", "missing")
 MIOU = "mIoU"
 MIOU_BEST = "mIoU (best eval step: model selection on target val)"
 MIOU13 = "mIoU* (13 classes)"  # SYNTHIA studies: the 13-class view of the same 16-class models
@@ -50,21 +50,6 @@ _SYNTHIA_13 = tuple(_SYNTHIA_16[i] for i in sub_protocol(16, 13))
 # the node kinds that train and evaluate, and the config section holding each one's `steps` (warmup+ runs
 # stage1.steps); ssl nodes train the backbone alone and, like pseudo-label nodes, have no evaluation
 TRAINING_KINDS = {"warmup": "warmup", "extend": "stage1", "stage1": "stage1", "distill": "distill"}
-
-
-def load_plan(study_dir: str | Path) -> Plan:
-    path = Path(study_dir) / "plan.json"
-    if not path.is_file():
-        raise FileNotFoundError(f"'{study_dir}' is not a study folder: it has no plan.json")
-    return Plan.from_json(path.read_text())
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return None
-    return d if isinstance(d, dict) else None
 
 
 def read_jsonl(path: Path) -> list[dict]:
@@ -95,9 +80,8 @@ def _failure(node_dir: Path, failed: dict) -> tuple[str, str | None]:
 def node_state(node_dir: Path, node) -> dict[str, Any]:
     """``{"status", "evals": [(step, miou, {class: iou})] by step, "pseudo_label_accuracy", "error",
     "traceback"}``."""
-    done, failed = _read_json(node_dir / "done.json"), _read_json(node_dir / "failed.json")
-    status = "done" if done is not None else "failed" if failed is not None else (
-        "running" if node_dir.is_dir() else "missing")
+    status = study.status(node_dir)
+    done = study.read_done(node_dir) if status == "done" else None
     evals: dict[int, tuple] = {}  # step → record; a step evaluated twice (resume) keeps the later record
     for rec in read_jsonl(node_dir / "metrics.jsonl"):
         if rec.get("kind") == "eval" and "miou" in rec and "step" in rec:
@@ -105,7 +89,7 @@ def node_state(node_dir: Path, node) -> dict[str, Any]:
     if done is not None and not evals and "miou" in done and node.kind in TRAINING_KINDS:
         evals[int(node.config[TRAINING_KINDS[node.kind]]["steps"])] = (float(done["miou"]), dict(done.get("iou") or {}))
     acc = (done or {}).get("pseudo_label_accuracy")
-    error, tb = _failure(node_dir, failed) if status == "failed" else (None, None)
+    error, tb = _failure(node_dir, study.read_failed(node_dir) or {}) if status == "failed" else (None, None)
     return {"status": status, "evals": [(s, *evals[s]) for s in sorted(evals)],
             "pseudo_label_accuracy": float(acc) if acc is not None else math.nan, "error": error, "traceback": tb}
 
@@ -116,7 +100,7 @@ def collect(study_dir: str | Path) -> pd.DataFrame:
     study_dir = Path(study_dir)
     plan = load_plan(study_dir)
     axes = plan.spec.axis_fields()
-    states = {nid: node_state(study_dir / "nodes" / nid, node) for nid, node in plan.nodes.items()}
+    states = {nid: node_state(study.node_dir(study_dir, nid), node) for nid, node in plan.nodes.items()}
     cols: dict[str, list] = {c: [] for c in (*BASE_COLUMNS[:4], *axes, *BASE_COLUMNS[4:])}
 
     def add(i, row, nid, step, cls, iou, miou):

@@ -20,10 +20,10 @@ import json
 import os
 import socket
 import time
-import traceback
 from pathlib import Path
 from typing import Any, Callable
 
+from proda.ablation import study
 from proda.ablation.grid import Plan
 from proda.checkpoint import atomic_write
 
@@ -53,100 +53,35 @@ def _train_worker(config: dict) -> None:
     import torch
 
     from proda.config import Config
-    from proda.engine.nodes import NodeSpec, run_node
+    from proda.engine.nodes import run_node
     from proda.engine.trainer import NonFiniteLoss
 
     torch.set_num_threads(config["threads"])
-    study = Path(config["study_dir"])
-    node = config["node"]
-    node_dir = study / "nodes" / node["id"]
-    spec = NodeSpec(node["kind"], node["name"], {r: r for r in node["inputs"]})
-    inputs = {role: study / "nodes" / up for role, up in node["inputs"].items()}
+    study_dir, node = Path(config["study_dir"]), config["node"]
+    node_dir = study.node_dir(study_dir, node.id)
+    inputs = {role: study.node_dir(study_dir, up) for role, up in node.inputs.items()}
 
     # in Train's local mode the function runs inside the Tune trial, which takes tune.report
     report = ray.tune.report if config["local"] else ray.train.report
 
     def log(s: str) -> None:  # quiet (no --verbose): steps and evaluations are in the driver's live view; a
         if not config.get("quiet") or "resumed from step" in s:  # resume (run_stage's line) is not
-            print(f"[{node['id'][:8]}] {s}", flush=True)
+            print(f"[{node.id[:8]}] {s}", flush=True)
 
     def reporter(metrics: dict) -> None:
-        report(_flat({**metrics, "node_id": node["id"]}))
+        report(_flat({**metrics, "node_id": node.id}))
 
     try:
-        res = run_node(spec, Config.from_dict(node["config"]), node_dir, inputs, reporter=reporter, resume=True,
+        res = run_node(node, Config.from_dict(node.config), node_dir, inputs, reporter=reporter, resume=True,
                        metrics_log=node_dir / "metrics.jsonl", log=log)
     except NonFiniteLoss as e:  # deterministic: retrying cannot help; mark failed, stop this branch
-        _mark_failed(node_dir, record_error(node_dir, e), node["name"])
-        report({"failed": 1, "error": f"{type(e).__name__}: {e}", "node_id": node["id"]})
+        study.mark_failed(node_dir, study.record_error(node_dir, e), node.phase)
+        report({"failed": 1, "error": f"{type(e).__name__}: {e}", "node_id": node.id})
         return
     except Exception as e:  # recorded here, where the traceback is; Tune/Train retry the node (max_failures)
-        record_error(node_dir, e)
+        study.record_error(node_dir, e)
         raise
-    report(_flat({**res, "node_id": node["id"], "done": 1}))
-
-
-SKIPPED = "skipped: an upstream node failed"
-UNFINISHED = "the node's trial ended without finishing (see its Tune log)"
-ERROR_FILE = "error.json"  # the exception that ended this attempt at a node, written by the process that caught it
-
-
-def _first_line(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return lines[0] if lines else ""
-
-
-def record_error(node_dir: Path, exc: BaseException) -> dict:
-    """Write what went wrong in a node at once, from the process that caught ``exc``: its full
-    traceback in ``traceback.txt`` (``traceback.rank<r>.txt`` for DDP rank r > 0), and
-    ``{"type", "error" (the message's first line), "traceback" (that file's name)}`` in ``error.json`` —
-    unless another rank wrote it first in this trial (the other ranks usually fail because of it; the
-    file is cleared when a trial starts). Returns the record."""
-    from proda import distributed as ddp
-
-    rank = ddp.rank()
-    tb = "traceback.txt" if rank == 0 else f"traceback.rank{rank}.txt"
-    rec = {"type": type(exc).__name__, "error": _first_line(exc), "traceback": tb}
-    try:
-        node_dir.mkdir(parents=True, exist_ok=True)
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-        atomic_write(node_dir / tb, lambda f: f.write(text.encode()))
-        if not (node_dir / ERROR_FILE).is_file():
-            atomic_write(node_dir / ERROR_FILE, lambda f: f.write(json.dumps(rec).encode()))
-    except OSError:  # e.g. the disk is full: the exception itself still propagates (Tune's log has it)
-        pass
-    return rec
-
-
-def _clear_error(node_dir: Path) -> None:
-    """Before a new attempt at a node: the previous attempt's error is no longer its story."""
-    (node_dir / ERROR_FILE).unlink(missing_ok=True)
-    for p in node_dir.glob("traceback*.txt"):
-        p.unlink(missing_ok=True)
-
-
-def _mark_failed(node_dir: Path, error: str | dict, phase: str) -> None:
-    """``failed.json``: ``error`` is the reason in words (skipped, unfinished) or a :func:`record_error` record."""
-    node_dir.mkdir(parents=True, exist_ok=True)
-    rec = {"error": error} if isinstance(error, str) else dict(error)
-    atomic_write(node_dir / "failed.json", lambda f: f.write(json.dumps({**rec, "phase": phase}).encode()))
-
-
-def mark_unfinished(node_dir: Path, phase: str) -> None:
-    """The driver's verdict on a node whose trial ended without ``done.json``: failed, with the exception
-    its trial process recorded (``error.json``) when there is one, else :data:`UNFINISHED` (e.g. the
-    process was killed)."""
-    try:
-        rec = json.loads((node_dir / ERROR_FILE).read_text())
-    except (OSError, ValueError):
-        rec = None
-    _mark_failed(node_dir, rec if isinstance(rec, dict) and "type" in rec else UNFINISHED, phase)
-
-
-def _plan_node(config: dict) -> dict:
-    plan = json.loads((Path(config["study_dir"]) / "plan.json").read_text())
-    n = plan["nodes"][config["node_id"]]
-    return {"id": config["node_id"], "kind": n["kind"], "name": n["name"], "inputs": n["inputs"], "config": n["config"]}
+    report(_flat({**res, "node_id": node.id, "done": 1}))
 
 
 def _node_trial(config: dict) -> None:
@@ -157,15 +92,15 @@ def _node_trial(config: dict) -> None:
 
     from proda.ablation import progress
 
-    node = _plan_node(config)
-    node_dir = Path(config["study_dir"]) / "nodes" / node["id"]
-    _clear_error(node_dir)
+    node = study.load_plan(config["study_dir"]).nodes[config["node_id"]]
+    node_dir = study.node_dir(config["study_dir"], node.id)
+    study.clear_error(node_dir)
     sc = config["scaling"]
     if config.get("quiet"):
         progress.quiet_trial_process()
     loop_config = {"node": node, "study_dir": config["study_dir"], "threads": sc["threads"], "local": sc["local"],
                    "quiet": config.get("quiet", False)}
-    run_config = dict(name=f"node-{node['id']}", storage_path=str(Path(config["study_dir"]) / "tune" / "train"))
+    run_config = dict(name=f"node-{node.id}", storage_path=str(study.tune_dir(config["study_dir"]) / "train"))
     if sc["local"]:  # Train's local mode: the node runs in this (reused) trial process, no worker group
         trainer = TorchTrainer(_train_worker, train_loop_config=loop_config,
                                scaling_config=ray.train.ScalingConfig(num_workers=0),
@@ -182,8 +117,8 @@ def _node_trial(config: dict) -> None:
     try:
         trainer.fit()
     except Exception as e:  # e.g. the worker group could not start; a worker's own error is already recorded
-        if not (node_dir / ERROR_FILE).is_file():
-            record_error(node_dir, e)
+        if not study.has_error(node_dir):
+            study.record_error(node_dir, e)
         raise
 
 
@@ -200,15 +135,6 @@ def probe_storage(study_dir: Path) -> None:
         probe.unlink()
     except OSError as e:
         raise StudyError(f"--storage '{study_dir}': not writable ({e.strerror or e})") from None
-
-
-def node_status(study_dir: Path, node_id: str) -> str:
-    d = study_dir / "nodes" / node_id
-    if (d / "done.json").is_file():
-        return "done"
-    if (d / "failed.json").is_file():
-        return "failed"
-    return "running" if d.is_dir() else "missing"
 
 
 def connect(address: str | None, timeout_s: float = 30.0) -> None:
@@ -290,11 +216,10 @@ def interrupted_experiment(plan: Plan, study_dir: Path) -> Path | None:
     nodes, so a new experiment runs the unfinished ones, each from its own checkpoint."""
     from ray import tune
 
-    try:
-        m = json.loads((study_dir / "tune" / "running.json").read_text())
-        path = study_dir / "tune" / m["name"]
-    except (OSError, ValueError, KeyError, TypeError):
+    m = study.read_running(study_dir)
+    if m is None or not isinstance(m.get("name"), str):
         return None
+    path = study.tune_dir(study_dir) / m["name"]
     return path if m == _running_marker(plan, study_dir, m["name"]) and tune.Tuner.can_restore(str(path)) else None
 
 
@@ -312,16 +237,14 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
 
     from proda.ablation import progress, scheduler, tensorboard
 
-    todo = [i for i in plan.nodes if node_status(study_dir, i) != "done"]
+    todo = [i for i in plan.nodes if study.node_status(study_dir, i) != "done"]
     if not todo:
         return
     for i in todo:  # a node that failed before is tried again, and its branch with it
-        (study_dir / "nodes" / i / "failed.json").unlink(missing_ok=True)
-        _clear_error(study_dir / "nodes" / i)
+        study.retry(study.node_dir(study_dir, i))
     local = sc["local"]
     trainable = tune.with_resources(_node_trial, {"cpu": sc["resources"]["CPU"]} if local else {"cpu": TRIAL_CPU})
-    exp_dir = study_dir / "tune"
-    marker = exp_dir / "running.json"
+    exp_dir = study.tune_dir(study_dir)
     tuner = None
     path = interrupted_experiment(plan, study_dir)
     if path is not None:
@@ -338,7 +261,7 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
             k += 1
             name = f"{stem}-{k}"
         exp_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(marker, lambda f: f.write(json.dumps(_running_marker(plan, study_dir, name)).encode()))
+        study.write_running(study_dir, _running_marker(plan, study_dir, name))
         base = {"study_dir": str(study_dir), "scaling": sc, "max_failures": max_failures, "quiet": not verbose}
         tuner = tune.Tuner(
             trainable,
@@ -354,10 +277,10 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
     view = progress.StudyProgress(plan, study_dir, todo, concurrent, write=log)
     with tensorboard.without_tune_tensorboard(), progress.tune_output(verbose), progress.shown(view):
         tuner.fit()
-    marker.unlink(missing_ok=True)
+    study.clear_running(study_dir)
     for i in todo:  # e.g. a trial the restored experiment had finished before the kill, without its node
-        if node_status(study_dir, i) not in ("done", "failed"):
-            mark_unfinished(study_dir / "nodes" / i, plan.nodes[i].phase)
+        if study.node_status(study_dir, i) not in ("done", "failed"):
+            study.mark_unfinished(study.node_dir(study_dir, i), plan.nodes[i].phase)
 
 
 def _digest(ids: list[str]) -> str:
@@ -388,8 +311,8 @@ def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, 
     study_dir = Path(study_dir).expanduser().resolve()
     check_inputs(plan)
     probe_storage(study_dir)
-    atomic_write(study_dir / "plan.json", lambda f: f.write(plan.to_json().encode()))
-    done_cost = sum(n.est_cost for n in plan.nodes.values() if node_status(study_dir, n.id) == "done")
+    study.write_plan(study_dir, plan)
+    done_cost = sum(n.est_cost for n in plan.nodes.values() if study.node_status(study_dir, n.id) == "done")
     if done_cost >= plan.cost:
         log("every node of this study is already finished: nothing to run")
         return study_dir
@@ -408,30 +331,28 @@ def run_study_local(plan: Plan, study_dir: str | Path, log: Callable[[str], None
     """Run every unfinished node of ``plan`` in this process, phase by phase (no Ray): for benchmarks
     that compare against the Ray runner, and for machines without Ray. Same folder layout."""
     from proda.config import Config
-    from proda.engine.nodes import NodeSpec, run_node
+    from proda.engine.nodes import run_node
 
     study_dir = Path(study_dir).expanduser().resolve()
     check_inputs(plan)
     probe_storage(study_dir)
-    atomic_write(study_dir / "plan.json", lambda f: f.write(plan.to_json().encode()))
+    study.write_plan(study_dir, plan)
     for phase in plan.phases:
         for node in plan.nodes_in_phase(phase):
-            if node_status(study_dir, node.id) == "done":
+            if study.node_status(study_dir, node.id) == "done":
                 continue
-            node_dir = study_dir / "nodes" / node.id
-            if any(node_status(study_dir, up) != "done" for up in node.inputs.values()):
-                _mark_failed(node_dir, SKIPPED, phase)
+            node_dir = study.node_dir(study_dir, node.id)
+            if any(study.node_status(study_dir, up) != "done" for up in node.inputs.values()):
+                study.mark_failed(node_dir, study.SKIPPED, phase)
                 continue
-            (node_dir / "failed.json").unlink(missing_ok=True)  # failed before: tried again
-            _clear_error(node_dir)
-            spec = NodeSpec(node.kind, node.name, {r: r for r in node.inputs})
+            study.retry(node_dir)  # failed before: tried again
             try:
-                run_node(spec, Config.from_dict(node.config), node_dir,
-                         {role: study_dir / "nodes" / up for role, up in node.inputs.items()},
+                run_node(node, Config.from_dict(node.config), node_dir,
+                         {role: study.node_dir(study_dir, up) for role, up in node.inputs.items()},
                          metrics_log=node_dir / "metrics.jsonl", log=lambda s, i=node.id: log(f"[{i[:8]}] {s}"))
             except Exception as e:  # noqa: BLE001 - as on Ray: the node fails, its branch is skipped, the rest runs
-                rec = record_error(node_dir, e)
-                _mark_failed(node_dir, rec, phase)
+                rec = study.record_error(node_dir, e)
+                study.mark_failed(node_dir, rec, phase)
                 log(f"[{node.id[:8]}] [{phase}] FAILED: {rec['type']}: {rec['error']} "
                     f"(traceback: {node_dir / rec['traceback']})")
     return study_dir

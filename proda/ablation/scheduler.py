@@ -13,9 +13,8 @@ from pathlib import Path
 
 from ray.tune.search import Searcher
 
-from proda.ablation import progress
+from proda.ablation import progress, study
 from proda.ablation.grid import Plan, _lookup
-from proda.ablation.runner import SKIPPED, _mark_failed, mark_unfinished, node_status
 from proda.presets import COMPONENTS
 
 def critical_path(plan: Plan, cost: dict[str, float] | None = None) -> dict[str, float]:
@@ -102,7 +101,7 @@ class NodeScheduler(Searcher):
 
     # -- the file system is the truth: done.json / failed.json written by the nodes themselves
     def _status(self, i: str) -> str:
-        return node_status(self.study_dir, i)
+        return study.node_status(self.study_dir, i)
 
     def _inputs(self, i: str):
         return self.plan.nodes[i].inputs.values()
@@ -114,7 +113,7 @@ class NodeScheduler(Searcher):
             for i in list(self.pending):
                 if any(self._status(up) == "failed" for up in self._inputs(i)):
                     phase = self.plan.nodes[i].phase
-                    _mark_failed(self.study_dir / "nodes" / i, SKIPPED, phase)
+                    study.mark_failed(study.node_dir(self.study_dir, i), study.SKIPPED, phase)
                     progress.emit("skipped", i)
                     self.pending.remove(i)
                     failed = True
@@ -130,7 +129,7 @@ class NodeScheduler(Searcher):
             return self.FINISHED
         if not self.running:  # nothing runs that could unblock the rest (cannot happen with a valid plan)
             for i in self.pending:
-                _mark_failed(self.study_dir / "nodes" / i, "an input never became available", self.plan.nodes[i].phase)
+                study.mark_failed(study.node_dir(self.study_dir, i), study.NO_INPUT, self.plan.nodes[i].phase)
             self.pending = []
             return self.FINISHED
         return None
@@ -142,7 +141,7 @@ class NodeScheduler(Searcher):
         phase = self.plan.nodes[i].phase
         status = self._status(i)
         if status not in ("done", "failed"):
-            mark_unfinished(self.study_dir / "nodes" / i, phase)
+            study.mark_unfinished(study.node_dir(self.study_dir, i), phase)
             status = "failed"
         progress.emit("ended", i, status)  # the live view (proda.ablation.progress)
         self._skip_blocked()

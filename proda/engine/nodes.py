@@ -11,18 +11,18 @@ complete and never runs again.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+from proda.chain import NODE_SECTIONS, Node, chain  # noqa: F401 - re-exported
+from proda.config import Config
 from proda import checkpoint as ckpt
 from proda import distributed as ddp
-from proda.chain import NODE_SECTIONS, NodeSpec, chain  # noqa: F401 - re-exported
-from proda.config import Config
 from proda.data.stream import open_split
+from proda.engine.folder import DONE, is_done, read_done, write_json
 from proda.engine.trainer import Reporter, run_stage
 from proda.models import DeepLabV2, build_model
 
@@ -59,22 +59,10 @@ def _unlabelled(split):
     return dataclasses.replace(split, labels=None) if split.images is not None else split
 
 
-def is_done(node_dir: Path) -> bool:
-    return (node_dir / "done.json").is_file()
-
-
-def read_done(node_dir: Path) -> dict[str, Any]:
-    return json.loads((node_dir / "done.json").read_text())
-
-
-def _write_json(path: Path, obj: dict) -> None:
-    ckpt.atomic_write(path, lambda f: f.write(json.dumps(obj, indent=1, allow_nan=True).encode()))
-
-
-def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str, str | Path],
+def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str | Path],
              reporter: Reporter | None = None, resume: bool = True, log: Callable[[str], None] = print,
              metrics_log: Path | None = None, stop_after: int | None = None) -> dict[str, Any]:
-    """Run one node; ``inputs`` maps each role of ``spec.inputs`` to the upstream node's folder.
+    """Run one node; ``inputs`` maps each role of ``node.inputs`` to the upstream node's folder.
 
     Returns the node's final metrics (also in ``out_dir/done.json``). A finished node returns its
     stored metrics at once.
@@ -87,9 +75,9 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
     ins = {k: Path(v) for k, v in inputs.items()}
     for role, d in ins.items():
         if not is_done(d):
-            raise RuntimeError(f"node '{spec.name}': its input '{role}' ({d}) is not complete")
+            raise RuntimeError(f"node '{node.name}': its input '{role}' ({d}) is not complete")
     # distinct, reproducible seeds per node kind
-    seed = cfg.seed * 1000 + {"warmup": 1, "pseudo": 2, "stage1": 3, "distill": 4, "ssl": 5, "extend": 6}[spec.kind] * 10
+    seed = cfg.seed * 1000 + {"warmup": 1, "pseudo": 2, "stage1": 3, "distill": 4, "ssl": 5, "extend": 6}[node.kind] * 10
     ckpt.seed_everything(seed)
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
@@ -97,10 +85,10 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
     common = dict(out_dir=out_dir, val=val, num_classes=cfg.data.num_classes, eval_interval=cfg.eval.interval,
                   checkpoint_interval=cfg.checkpoint_interval, log_interval=cfg.log_interval, reporter=reporter,
                   resume=resume, log=log, metrics_log=metrics_log, eval_batch_size=cfg.eval.batch_size,
-                  eval_max_images=cfg.eval.max_images, stop_after=stop_after, stage_name=spec.name)
+                  eval_max_images=cfg.eval.max_images, stop_after=stop_after, stage_name=node.name)
     from proda.method import stages  # noqa: PLC0415 - keeps `import proda.engine` light
 
-    if spec.kind == "pseudo":
+    if node.kind == "pseudo":
         from proda.method.pseudo import generate  # noqa: PLC0415
 
         model = load_model(cfg, ins["model"]).to(device)
@@ -108,12 +96,12 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
                        flip=cfg.pseudo.flip, batch_size=cfg.eval.batch_size, threshold=cfg.pseudo.threshold)
         if ddp.is_main():
             ckpt.save(out_dir / "pseudo.pt", {k: v for k, v in res.items() if k != "accuracy"})
-        result = {"stage": spec.name, "kind": "pseudo", "pseudo_label_accuracy": 100 * float(res["accuracy"]),
+        result = {"stage": node.name, "kind": "pseudo", "pseudo_label_accuracy": 100 * float(res["accuracy"]),
                   "classes_without_prototype": int((res["counts"] == 0).sum())}
-        log(f"[{spec.name}] pseudo labels: accuracy {result['pseudo_label_accuracy']:.2f}% on target train")
+        log(f"[{node.name}] pseudo labels: accuracy {result['pseudo_label_accuracy']:.2f}% on target train")
         if reporter is not None:
             reporter(result)
-    elif spec.kind == "ssl":
+    elif node.kind == "ssl":
         from proda.method.ssl import SSLStage  # noqa: PLC0415
 
         stage = SSLStage(cfg, new_model(cfg).backbone, _unlabelled(open_split(cfg, "source", "train")),
@@ -123,12 +111,12 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
             return last
         if ddp.is_main():
             ckpt.save(out_dir / "backbone.pt", {"backbone": stage.backbone.state_dict()})
-        result = {"stage": spec.name, "kind": "ssl", "loss_ntxent": float(stage.last_loss)}
-        log(f"[{spec.name}] SimCLR pretraining done: NT-Xent {result['loss_ntxent']:.4f}")
+        result = {"stage": node.name, "kind": "ssl", "loss_ntxent": float(stage.last_loss)}
+        log(f"[{node.name}] SimCLR pretraining done: NT-Xent {result['loss_ntxent']:.4f}")
     else:
         source = open_split(cfg, "source", "train")
         target = open_split(cfg, "target", "train")
-        if spec.kind == "warmup":
+        if node.kind == "warmup":
             model = new_model(cfg)
             if cfg.model.init == "ssl":
                 load_ssl_backbone(model, ins["ssl"])
@@ -137,7 +125,7 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
             else:
                 stage = stages.AdversarialWarmup(cfg, model, source, target, device, seed)
             steps = cfg.warmup.steps
-        elif spec.kind == "extend":
+        elif node.kind == "extend":
             from proda.method import control  # noqa: PLC0415
 
             model = load_model(cfg, ins["model"])
@@ -146,33 +134,33 @@ def run_node(spec: NodeSpec, cfg: Config, out_dir: str | Path, inputs: dict[str,
             else:
                 disc = ins["model"] / "disc.pt"
                 if not disc.is_file():
-                    raise RuntimeError(f"node '{spec.name}': its warm-up '{ins['model']}' has no disc.pt (it finished "
+                    raise RuntimeError(f"node '{node.name}': its warm-up '{ins['model']}' has no disc.pt (it finished "
                                        f"before warm-ups saved their discriminator); delete that folder to retrain it")
                 stage = control.ContinuedAdversarial(cfg, model, source, target, device, seed, ckpt.load(disc)["disc"])
             steps = cfg.stage1.steps
-        elif spec.kind == "stage1":
+        elif node.kind == "stage1":
             model = load_model(cfg, ins["model"])
             pl = ckpt.load(ins["pseudo"] / "pseudo.pt")
             stage = stages.Stage1(cfg, model, source, target, pl["soft"], pl["protos"], pl["counts"], device, seed)
             steps = cfg.stage1.steps
-        elif spec.kind == "distill":
+        elif node.kind == "distill":
             teacher = load_model(cfg, ins["teacher"])
             student = _student(cfg, teacher, ins.get("ssl"))
             pl = ckpt.load(ins["pseudo"] / "pseudo.pt")
             stage = stages.DistillStage(cfg, student, teacher, source, target, pl["soft"], device, seed)
             steps = cfg.distill.steps
         else:
-            raise ValueError(f"unknown node kind '{spec.kind}'")
+            raise ValueError(f"unknown node kind '{node.kind}'")
         last = run_stage(stage, steps=steps, **common)
         if "stopped_at" in last:
             return last
         if ddp.is_main():
             ckpt.save(out_dir / "model.pt", {"model": stage.eval_model.state_dict()})
-            if spec.kind == "warmup" and hasattr(stage, "disc"):  # for the warm-up's continuation (warmup+)
+            if node.kind == "warmup" and hasattr(stage, "disc"):  # for the warm-up's continuation (warmup+)
                 ckpt.save(out_dir / "disc.pt", {"disc": stage.disc.state_dict()})
-        result = {"stage": spec.name, "kind": spec.kind, **last}
+        result = {"stage": node.name, "kind": node.kind, **last}
     if ddp.is_main():
-        _write_json(out_dir / "done.json", result)
+        write_json(out_dir / DONE, result, indent=1)
         (out_dir / "checkpoint.pt").unlink(missing_ok=True)
     ddp.barrier()
     return result

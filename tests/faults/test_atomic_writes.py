@@ -51,16 +51,16 @@ def test_crash_inside_a_checkpoint_write_keeps_the_previous_checkpoint(tmp_path,
 
 
 def test_crash_inside_done_json_write_leaves_the_node_unfinished_not_torn(tmp_path, record_property):
-    from proda.engine import nodes
+    from proda.engine import folder
 
     record_property("fault", "exception inside the done.json write")
     node = tmp_path / "node"
     node.mkdir()
     with pytest.raises(Crash):
         ckpt.atomic_write(node / "done.json", _half_then(Crash()))
-    assert not nodes.is_done(node) and _temps(node) == []  # not done: it runs again, from its checkpoint
-    nodes._write_json(node / "done.json", {"miou": 12.5})
-    assert nodes.read_done(node) == {"miou": 12.5}
+    assert not folder.is_done(node) and _temps(node) == []  # not done: it runs again, from its checkpoint
+    folder.write_json(node / "done.json", {"miou": 12.5})
+    assert folder.read_done(node) == {"miou": 12.5}
     record_property("results_lost", 0)
 
 

@@ -11,7 +11,7 @@ import re
 import pytest
 
 from proda.config import Config
-from proda.engine.nodes import NodeSpec, run_node
+from proda.engine.nodes import Node, run_node
 
 from .conftest import one_thread, same_weights, study_env, write_grid
 
@@ -109,7 +109,7 @@ def test_losing_a_machine_moves_its_trial_to_the_other_and_the_study_finishes(tm
     plan = json.loads((study / "plan.json").read_text())
     cfg = Config.from_dict(plan["nodes"][node_dir.name]["config"])
     with one_thread():
-        ref = run_node(NodeSpec("warmup", "warmup"), cfg, tmp_path / "ref", {}, log=lambda s: None)
+        ref = run_node(Node("warmup", "warmup"), cfg, tmp_path / "ref", {}, log=lambda s: None)
     differ = same_weights(node_dir / "model.pt", tmp_path / "ref" / "model.pt")
     record_property("results_lost", int(bool(differ)))
     assert differ == [] and json.loads((node_dir / "done.json").read_text())["miou"] == ref["miou"]

@@ -1,0 +1,56 @@
+"""The study folder (proda.ablation.study): a node's status through its life, the driver's verdicts, plan.json."""
+
+import json
+
+import pytest
+
+from proda.ablation import study
+from proda.ablation.grid import SMOKE_SPEC, expand
+from proda.engine.folder import write_json
+
+
+def test_a_nodes_status_goes_missing_running_failed_and_after_a_retry_done(tmp_path):
+    d = study.node_dir(tmp_path, "a" * 16)
+    assert d == tmp_path / "nodes" / ("a" * 16) and study.status(d) == "missing"
+    d.mkdir(parents=True)
+    assert study.status(d) == "running"  # running now, or interrupted: it resumes from its checkpoint
+    try:
+        {}["x"]
+    except KeyError as e:
+        rec = study.record_error(d, e)
+    study.mark_failed(d, rec, "warmup")
+    assert study.node_status(tmp_path, "a" * 16) == "failed"
+    assert study.read_failed(d) == {"type": "KeyError", "error": "'x'", "traceback": "traceback.txt", "phase": "warmup"}
+    study.retry(d)
+    assert study.status(d) == "running" and sorted(p.name for p in d.iterdir()) == []
+    write_json(d / "done.json", {"miou": 1.0})
+    study.mark_failed(d, study.SKIPPED, "warmup")
+    assert study.status(d) == "done"  # done.json wins: a finished node never runs again
+
+
+def test_an_unfinished_trial_is_failed_with_its_recorded_error_or_in_words(tmp_path):
+    with_error, killed = tmp_path / "e", tmp_path / "k"
+    try:
+        raise RuntimeError("out of memory\nmore lines")
+    except RuntimeError as e:
+        study.record_error(with_error, e)
+    study.mark_unfinished(with_error, "stage1")
+    study.mark_unfinished(killed, "stage1")
+    assert study.read_failed(with_error)["error"] == "out of memory"
+    assert study.read_failed(killed) == {"error": study.UNFINISHED, "phase": "stage1"}
+
+
+def test_the_plan_and_the_running_marker_round_trip_through_the_folder(tmp_path):
+    plan = expand(SMOKE_SPEC)
+    study.write_plan(tmp_path, plan)
+    assert study.load_plan(tmp_path).to_json() == plan.to_json() == (tmp_path / "plan.json").read_text()
+    assert study.read_running(tmp_path) is None
+    study.write_running(tmp_path, {"name": "study-x", "plan": "d", "study_dir": str(tmp_path)})
+    assert json.loads((tmp_path / "tune" / "running.json").read_text())["name"] == "study-x"
+    study.clear_running(tmp_path)
+    assert study.read_running(tmp_path) is None
+
+
+def test_a_folder_without_a_plan_is_not_a_study(tmp_path):
+    with pytest.raises(FileNotFoundError, match="is not a study folder: it has no plan.json"):
+        study.load_plan(tmp_path)
