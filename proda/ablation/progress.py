@@ -323,21 +323,13 @@ class TuneFeed(Callback):
         emit("tick")
 
 
-@contextlib.contextmanager
 def tune_output(verbose: bool):
     """While Tune runs on the driver: its reporter (the experiment's box, trial tables and boxes) only when
     ``verbose``. Tune's new output engine prints the experiment's box even at ``verbose=0``; its legacy engine
     prints nothing there. Errors are Tune's log records, shown either way."""
-    key, old = "RAY_AIR_NEW_OUTPUT", os.environ.get("RAY_AIR_NEW_OUTPUT")
-    if not verbose:
-        os.environ[key] = "0"
-    try:
-        yield
-    finally:
-        if old is None:
-            os.environ.pop(key, None)
-        else:
-            os.environ[key] = old
+    from proda.ablation.tensorboard import environ
+
+    return environ("RAY_AIR_NEW_OUTPUT", None if verbose else "0")
 
 
 def quiet_trial_process() -> None:

@@ -68,11 +68,11 @@ def tune_loggers(study_dir: Path) -> list:
 
 
 @contextlib.contextmanager
-def without_tune_tensorboard():
-    """While Tune runs: it adds its own TensorBoard logger to the callbacks unless told not to add any
-    default logger (our list has the other two; see :func:`tune_loggers`)."""
-    key, old = "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", os.environ.get("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS")
-    os.environ[key] = "1"
+def environ(key: str, value: str | None):
+    """``os.environ[key] = value`` for the block (``None``: leave it as it is), restored after."""
+    old = os.environ.get(key)
+    if value is not None:
+        os.environ[key] = value
     try:
         yield
     finally:
@@ -80,3 +80,9 @@ def without_tune_tensorboard():
             os.environ.pop(key, None)
         else:
             os.environ[key] = old
+
+
+def without_tune_tensorboard():
+    """While Tune runs: it adds its own TensorBoard logger to the callbacks unless told not to add any
+    default logger (our list has the other two; see :func:`tune_loggers`)."""
+    return environ("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
