@@ -110,3 +110,38 @@ def test_a_bad_label_found_by_a_worker_is_one_line_naming_the_file(tmp_path):
         BatchStream(split, 4, seed=0).next()
     assert str(err.value) == (f"label '{bad}' holds id 40 outside the class table "
                               f"(ids found: [40]; expected a 1-channel PNG of label ids 0..33 or 255)")
+
+
+def test_the_input_pipeline_benchmark_runs_at_a_tiny_size(tmp_path, capsys):
+    """benchmarks/input_pipeline.py end to end on 64×128 trees: 0 and 1 worker, one batch each, so the
+    script cannot rot; its last line is one JSON object with every figure the README section quotes."""
+    import importlib.util
+    import json
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "input_pipeline.py"
+    spec = importlib.util.spec_from_file_location("input_pipeline_bench", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    threads = torch.get_num_threads()
+    assert bench.main(["--workers", "0,1", "--images", "4", "--distinct", "2", "--batches", "1", "--steps", "1",
+                       "--batch", "2", "--full-size", "64,128", "--crop", "32,56", "--gta-size", "66,120",
+                       "--cs-size", "64,128", "--gpu-step-s", "0.02", "--gpu-step-batch", "2",
+                       "--data-dir", str(tmp_path / "trees"), "--cpu"]) == 0
+    assert torch.get_num_threads() == threads  # the benchmark gives the process its threads back
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    for n in (0, 1):
+        for k in ("source", "target", "loop"):
+            assert out[f"w{n}_{k}_images_per_s"] > 0
+        assert out[f"w{n}_thread_ms_per_image"] > 0
+    assert out["batch"] == 2 and out["full_size"] == [64, 128] and out["device"] == "cpu"
+    assert out["gpu_step_images_per_s"] == pytest.approx(2 * 2 / 0.02, rel=1e-3)  # source + target images per step
+    assert out["cpu_step_images_per_s"] == pytest.approx(2 / 200.2, rel=1e-3)  # RESULTS.md's R101 step, batch 1
+    assert 0 <= out["wait_share_at_3x"] <= 1 and 0 <= out["wait_share_at_gpu_step_here"] <= 1
+    for k in ("cores_11", "cores_smt_half"):
+        assert out[f"projected_{k}_min_step_s"] > 0 and out[f"projected_{k}_headroom_at_gpu_step"] > 0
+    # the trees are in the real layouts at the sizes asked, kept for a rerun
+    from torchvision.io import read_image
+    assert tuple(read_image(str(tmp_path / "trees" / "gta5" / "images" / "00003.png")).shape) == (3, 66, 120)
+    assert (tmp_path / "trees" / "cityscapes" / "gtFine" / "train" / "bremen"
+            / "bremen_000003_000019_gtFine_labelIds.png").is_file()
