@@ -53,7 +53,8 @@ from _common import ROOT, emit, machine, now, say, sync, table  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 # figure of benchmarks/RESULTS.md §6 (memory.py, 2026-11-26, 2 threads): one paper-gta5 stage-1 step, batch 1
-RESULTS_CPU_STEP = {"step_s": 200.2, "batch": 1, "source": "benchmarks/RESULTS.md §6 (memory.py, 2026-11-26, 2 threads)"}
+RESULTS_CPU_STEP = {"step_s": 200.2, "batch": 1,
+                    "source": "benchmarks/RESULTS.md §6 (memory.py, 2026-11-26, 2 threads)"}
 CITIES = ("aachen", "bremen")  # the cities tests/trees.py writes, alternately
 
 
@@ -91,7 +92,8 @@ def make_trees(root: Path, n: int, distinct: int, gta_size, cs_size) -> Path:
 
 def tree_mb(root: Path) -> dict:
     sizes = {"gta5": root / "gta5" / "images" / "00000.png",
-             "cityscapes": root / "cityscapes" / "leftImg8bit" / "train" / "aachen" / "aachen_000000_000019_leftImg8bit.png"}
+             "cityscapes": root / "cityscapes" / "leftImg8bit" / "train" / "aachen"
+             / "aachen_000000_000019_leftImg8bit.png"}
     return {k: round(p.stat().st_size / 1e6, 2) for k, p in sizes.items()}
 
 
@@ -203,7 +205,8 @@ def measure_cpu_step() -> dict:
     lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
     if out.returncode or not lines:
         raise RuntimeError(f"memory.py's paper step failed (rc {out.returncode}): {out.stderr.strip()[-300:]}")
-    return {"step_s": json.loads(lines[-1])["seconds"], "batch": 1, "source": "measured in this run (memory.py's child)"}
+    return {"step_s": json.loads(lines[-1])["seconds"], "batch": 1,
+            "source": "measured in this run (memory.py's child)"}
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -283,6 +286,7 @@ def measure(root: Path, a, device) -> dict:
             proj[key] = p
         res["projection"] = proj
     res["scaling"] = {n: v["loop"]["images_per_s"] / w0["loop"]["images_per_s"] for n, v in res["workers"].items()}
+    res["load_avg_end"] = os.getloadavg()[0]  # other processes on this machine slow the wall-clock figures
     report(res, a, N)
     return res
 
@@ -295,7 +299,8 @@ def report(res: dict, a, N: int) -> None:
                for k, v in res["steps"].items()]))
     say(f"transforms (crop {res['crop']}, weak + strong views) on {res['device']}: "
         f"{res['transforms_s_per_step']:.3f} s per step of batch {B} (inside the step, not the pipeline)")
-    say(f"scaling of the loop's img/s against {a.workers[0]} workers: "
+    say(f"load average at the end: {res['load_avg_end']:.2f}; "
+        f"scaling of the loop's img/s against {a.workers[0]} workers: "
         + ", ".join(f"{n}: {v:.2f}×" for n, v in res["scaling"].items()))
     say(f"\nwait share of the loop ({N} workers per stream, {a.steps} steps after the read-ahead is drained):")
     say(table(["fake step", "step s", "wait share", "median wait s", "max wait s", "steps/s"],
@@ -353,7 +358,8 @@ def main(argv=None) -> int:
            **{f"{k}_step_images_per_s": round(v["images_per_s"], 6) for k, v in res["steps"].items()},
            **{f"{k}_step_headroom_here": round(v["headroom_here"], 2) for k, v in res["steps"].items()},
            "transforms_s_per_step": round(res["transforms_s_per_step"], 4),
-           "wait_share_at_3x": round(w["wait_share"], 4), "step_s_at_3x": round(w["step_s"], 3)}
+           "wait_share_at_3x": round(w["wait_share"], 4), "step_s_at_3x": round(w["step_s"], 3),
+           "load_avg_end": round(res["load_avg_end"], 2)}
     if "gpu_step" in res["wait"]:
         out["wait_share_at_gpu_step_here"] = round(res["wait"]["gpu_step"]["wait_share"], 4)
     for k, v in res.get("projection", {}).items():
