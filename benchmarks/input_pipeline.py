@@ -19,10 +19,12 @@ are timed once here on this machine's device, as part of the step, not of the pi
 1. delivery, each stream alone: images/s after the first batch and the batches the workers read
    ahead while starting; the training thread's CPU per image (``time.thread_time``). At 0 workers that
    is the whole pipeline's single-core cost per image, the basis of the projection to more cores.
-2. the loop: both streams per step, as a stage draws them, each batch moved to the device (a no-op on
-   CPU), then a fake step (``time.sleep``: a GPU step leaves the host's cores to the workers). With a
+2. the loop: both streams per step, as a stage draws them (uint8), each batch moved to the device and
+   made float there (``proda.engine.data.to_device``: on the CPU the conversion itself, on CUDA a
+   non-blocking copy from the pinned buffer and a kernel), then a fake step (``time.sleep``: a GPU step leaves the host's cores to the workers). With a
    0 s step: the steps/s the pipeline sustains (= its images/s ÷ 2·batch). With the step the measured
-   pipeline has 3× headroom for: the share of the loop's wall time spent waiting for data. With
+   pipeline has 3× headroom for: the share of the loop's wall time spent waiting for data, and the part
+   of it spent in the streams alone (``next``: what stays on the host thread when the device converts). With
    ``--gpu-step-s``: the same at the GPU step. The first 1 + prefetch·N steps are run without a step
    (the read-ahead is drained) and not counted.
 3. consumption: 2·batch images (source + target) per step. The CPU step of DeepLab-v2-R101 at the
@@ -142,22 +144,28 @@ def loop(cfg, steps: int, step_s: float, device) -> dict:
     fake step of ``step_s`` seconds. The wait is the time from asking for the batches to having them."""
     src, tgt = streams(cfg)
 
+    from proda.engine.data import to_device
+
     def data():
+        """Seconds in the streams' ``next`` (the rest of the call: to the device, as the stages do)."""
+        t0 = now()
         _, x, y = src.next()
         _, xt, _ = tgt.next()
-        [t.to(device, non_blocking=True) for t in (x, y, xt)]
+        t1 = now()
+        to_device(x, y, device), to_device(xt, None, device)
         sync(device)
+        return t1 - t0
 
     t0 = now()
     data()
     startup = now() - t0
     for _ in range(read_ahead(src)):
         data()
-    waits = []
+    waits, in_streams = [], []
     t0 = now()
     for _ in range(steps):
         w0 = now()
-        data()
+        in_streams.append(data())
         waits.append(now() - w0)
         if step_s:
             time.sleep(step_s)
@@ -165,6 +173,7 @@ def loop(cfg, steps: int, step_s: float, device) -> dict:
     src.close(), tgt.close()
     return {"step_s": step_s, "startup_s": startup, "steps_per_s": steps / wall,
             "images_per_s": steps * 2 * cfg.data.batch_size / wall, "wait_share": sum(waits) / wall,
+            "stream_wait_share": sum(in_streams) / wall,
             "wait_median_s": statistics.median(waits), "wait_max_s": max(waits)}
 
 
@@ -303,8 +312,9 @@ def report(res: dict, a, N: int) -> None:
         f"scaling of the loop's img/s against {a.workers[0]} workers: "
         + ", ".join(f"{n}: {v:.2f}×" for n, v in res["scaling"].items()))
     say(f"\nwait share of the loop ({N} workers per stream, {a.steps} steps after the read-ahead is drained):")
-    say(table(["fake step", "step s", "wait share", "median wait s", "max wait s", "steps/s"],
-              [[k, v["step_s"], v["wait_share"], v["wait_median_s"], v["wait_max_s"], v["steps_per_s"]]
+    say(table(["fake step", "step s", "wait share", "of it in next()", "median wait s", "max wait s", "steps/s"],
+              [[k, v["step_s"], v["wait_share"], v["stream_wait_share"], v["wait_median_s"], v["wait_max_s"],
+                v["steps_per_s"]]
                for k, v in res["wait"].items()]))
     p = res.get("projection")
     if p:
@@ -359,6 +369,7 @@ def main(argv=None) -> int:
            **{f"{k}_step_headroom_here": round(v["headroom_here"], 2) for k, v in res["steps"].items()},
            "transforms_s_per_step": round(res["transforms_s_per_step"], 4),
            "wait_share_at_3x": round(w["wait_share"], 4), "step_s_at_3x": round(w["step_s"], 3),
+           "stream_wait_share_at_3x": round(w["stream_wait_share"], 4),
            "load_avg_end": round(res["load_avg_end"], 2)}
     if "gpu_step" in res["wait"]:
         out["wait_share_at_gpu_step_here"] = round(res["wait"]["gpu_step"]["wait_share"], 4)
