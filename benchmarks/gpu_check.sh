@@ -18,7 +18,9 @@
 #      so a real 2-rank GPU run needs 2 GPUs. What runs here: (a) 1 process on the GPU (smoke chain, pd+sl);
 #      (b) torchrun --nproc-per-node 2 with gloo on the CPUs (smoke chain): the DDP code path end to end;
 #      (c) best effort: 2 gloo ranks sharing the one GPU (both pinned to cuda:0) — logged as OK or not.
-#   4. the input pipeline at the paper's sizes (benchmarks/input_pipeline.py, ~1 min): images/s with 0 and 6
+#   4. (a) the uint8 batches reach the GPU pinned and convert there to the CPU's bits (two tests of
+#      tests/test_input_pipeline.py); the input pipeline at the paper's sizes (benchmarks/input_pipeline.py,
+#      ~1 min): images/s with 0 and 6
 #      loader workers per stream on 12 cores, against the fastest step of part 1, and the loop's data-wait
 #      share with a fake step of that length. It runs before torch.compile, which gets what is left.
 # Outputs: $OUT/gpu_check.log (everything), $OUT/steps.jsonl (one JSON per configuration), $OUT/summary.json.
@@ -227,6 +229,12 @@ PYEOF
     > "$OUT/ddp_2on1gpu.out" 2>&1
   say "exit $? ; $(tail -n 3 "$OUT/ddp_2on1gpu.out" | tr '\n' ' ')"
 fi
+
+# part 4a: the batches reach the GPU pinned and convert there to the CPU's bits (skipped by pytest without CUDA)
+say "== uint8 batches → CUDA: pinned, same floats as the CPU's x/255"
+timeout --kill-after=5 120 $PY -m pytest -q -p no:cacheprovider tests/test_input_pipeline.py -k "on_cuda or device_conversion" \
+  > "$OUT/cuda_conversion.out" 2>&1
+say "exit $? ; $(tail -n 1 "$OUT/cuda_conversion.out")"
 
 # part 4: the input pipeline at the paper's sizes (benchmarks/input_pipeline.py), 0 and 6 workers per stream
 # (12 processes: the g5.12xlarge share of one GPU, on 12 of this machine's cores when it has them),
