@@ -20,9 +20,9 @@
 #      (c) best effort: 2 gloo ranks sharing the one GPU (both pinned to cuda:0) — logged as OK or not.
 #   4. (a) the uint8 batches reach the GPU pinned and convert there to the CPU's bits (two tests of
 #      tests/test_input_pipeline.py); the input pipeline at the paper's sizes (benchmarks/input_pipeline.py,
-#      ~1 min): images/s with 0 and 6
-#      loader workers per stream on 12 cores, against the fastest step of part 1, and the loop's data-wait
-#      share with a fake step of that length. It runs before torch.compile, which gets what is left.
+#      ~1 min): images/s with 0 and 6 loader workers per stream on 12 cores, against the fastest step of
+#      part 1, and the loop's data-wait share with a fake step of that length. It runs before
+#      torch.compile, which gets what is left.
 # Outputs: $OUT/gpu_check.log (everything), $OUT/steps.jsonl (one JSON per configuration), $OUT/summary.json.
 set -uo pipefail
 
