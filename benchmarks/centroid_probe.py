@@ -36,7 +36,7 @@ from proda import checkpoint as ckpt  # noqa: E402
 from proda.config import Config  # noqa: E402
 from proda.data.augment import normalize  # noqa: E402
 from proda.data.classes import class_names  # noqa: E402
-from proda.data.stream import eval_batches, open_split  # noqa: E402
+from proda.data.stream import eval_batches, open_split, to_device  # noqa: E402
 from proda.engine.nodes import load_model  # noqa: E402
 from proda.evaluation import ConfusionMatrix  # noqa: E402
 from proda.method.prototypes import CentroidAccumulator, proto_distances, proto_softmax, rectify  # noqa: E402
@@ -53,6 +53,7 @@ def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, bat
     split = open_split(cfg, "target", "train")
     feats, probs, labels = [], [], []
     for _, img, lab in eval_batches(split, batch):
+        img, lab = to_device(img, lab, torch.device("cpu"))
         o = model(normalize(img))
         feats.append(o["feat"].float())
         probs.append(o["out"].float().softmax(1))

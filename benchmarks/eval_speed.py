@@ -34,7 +34,7 @@ import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
 from proda.data.augment import normalize  # noqa: E402
-from proda.data.stream import eval_batches, open_split  # noqa: E402
+from proda.data.stream import eval_batches, open_split, to_device  # noqa: E402
 from proda.engine.nodes import Node, new_model, run_node  # noqa: E402
 from proda.engine.trainer import evaluate  # noqa: E402
 from proda.evaluation import ConfusionMatrix  # noqa: E402
@@ -150,7 +150,7 @@ def main() -> int:
     bs = cfg.eval.batch_size
 
     # 1. evaluate(): images/s and its parts
-    batches = [(img, lab) for _, img, lab in eval_batches(val, bs)]
+    batches = [to_device(img, lab, dev) for _, img, lab in eval_batches(val, bs)]
 
     def parts():
         t = {"forward": 0.0, "upsample + argmax": 0.0, "confusion update": 0.0}

@@ -18,6 +18,11 @@
 #      so a real 2-rank GPU run needs 2 GPUs. What runs here: (a) 1 process on the GPU (smoke chain, pd+sl);
 #      (b) torchrun --nproc-per-node 2 with gloo on the CPUs (smoke chain): the DDP code path end to end;
 #      (c) best effort: 2 gloo ranks sharing the one GPU (both pinned to cuda:0) — logged as OK or not.
+#   4. (a) the uint8 batches reach the GPU pinned and convert there to the CPU's bits (two tests of
+#      tests/test_input_pipeline.py); the input pipeline at the paper's sizes (benchmarks/input_pipeline.py,
+#      ~1 min): images/s with 0 and 6 loader workers per stream on 12 cores, against the fastest step of
+#      part 1, and the loop's data-wait share with a fake step of that length. It runs before
+#      torch.compile, which gets what is left.
 # Outputs: $OUT/gpu_check.log (everything), $OUT/steps.jsonl (one JSON per configuration), $OUT/summary.json.
 set -uo pipefail
 
@@ -219,6 +224,42 @@ PYEOF
   say "exit $? ; $(tail -n 3 "$OUT/ddp_2on1gpu.out" | tr '\n' ' ')"
 fi
 
+# part 4a: the batches reach the GPU pinned and convert there to the CPU's bits (skipped by pytest without CUDA)
+say "== uint8 batches → CUDA: pinned, same floats as the CPU's x/255"
+timeout --kill-after=5 120 $PY -m pytest -q -p no:cacheprovider tests/test_input_pipeline.py -k "on_cuda or device_conversion" \
+  > "$OUT/cuda_conversion.out" 2>&1
+say "exit $? ; $(tail -n 1 "$OUT/cuda_conversion.out")"
+
+# part 4: the input pipeline at the paper's sizes (benchmarks/input_pipeline.py), 0 and 6 workers per stream
+# (12 processes: the g5.12xlarge share of one GPU, on 12 of this machine's cores when it has them),
+# against the fastest step measured above and with a fake step of that length (the loop's data wait)
+PIPE_ARGS=(--workers 0,6 --images 24 --distinct 4 --batches 6 --steps 10 --batch "$BATCH"
+           --data-dir /tmp/proda-pipeline-trees)
+if [ "$DRY" = "1" ]; then
+  PIPE_ARGS=(--workers 0,1 --images 4 --distinct 2 --batches 1 --steps 2 --batch 2 --full-size 64,128 --crop 32,56
+             --gta-size 66,120 --cs-size 64,128 --data-dir "$OUT/pipeline-trees")
+fi
+read -r GPU_STEP GPU_BATCH GPU_MODE <<< "$($PY - "$STEPS_JSON" <<'PYEOF'
+import json, sys
+ok = [r for r in (json.loads(l) for l in open(sys.argv[1]) if l.strip()) if "step_s" in r]
+best = min(ok, key=lambda r: r["step_s"]) if ok else None
+print(f"{best['step_s']} {best['batch']} {best['mode']}" if best else "")
+PYEOF
+)"
+[ -n "${GPU_STEP:-}" ] && PIPE_ARGS+=(--gpu-step-s "$GPU_STEP" --gpu-step-batch "$GPU_BATCH"
+                                     --gpu-step-source "gpu_check.sh $GPU_MODE step, this run")
+PIN=(); [ "$(nproc)" -ge 12 ] && command -v taskset > /dev/null && PIN=(taskset -c 0-11)
+T=$(cap 120)
+if [ "$T" -le 0 ]; then
+  say "skipping the input pipeline: budget spent"
+else
+  say "== input pipeline (timeout $T s, ${PIN[*]:-all cores}): ${PIPE_ARGS[*]}"
+  timeout --kill-after=5 "$T" "${PIN[@]}" $PY benchmarks/input_pipeline.py "${PIPE_ARGS[@]}" \
+    > "$OUT/input_pipeline.out" 2>&1
+  say "exit $?"; grep -v Warning "$OUT/input_pipeline.out" | tail -n 30
+  tail -n 1 "$OUT/input_pipeline.out" | grep '^{' > "$OUT/input_pipeline.json" || rm -f "$OUT/input_pipeline.json"
+fi
+
 # torch.compile last, with what is left of the budget (compiling R101 for two input shapes takes minutes)
 LEFT=$(( $(left) - 15 )); [ "$DRY" = "1" ] && LEFT=200
 if [ "$LEFT" -ge 90 ]; then
@@ -229,7 +270,7 @@ else
 fi
 
 $PY - "$STEPS_JSON" "$OUT/summary.json" <<'PYEOF'
-import json, sys
+import json, os, sys
 rows = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
 by = {r["mode"]: r for r in rows}
 print(f"{'mode':<18} {'img/s':>8} {'step s':>8} {'peak alloc GB':>14} {'warm-up s':>10}")
@@ -245,6 +286,9 @@ if "ops_s" in ops and "step_s" in fp32:
     summary["ops_share_of_fp32_step"] = round(ops["ops_s"] / fp32["step_s"], 4)
     print(f"ProDA ops {ops['ops_s']} s per step = {100 * summary['ops_share_of_fp32_step']:.1f}% of the fp32 step; "
           f"loop baseline / the real Stage1's ops on the device: {ops['loop_over_ops']}x")
+pipe = os.path.join(os.path.dirname(sys.argv[2]), "input_pipeline.json")
+if os.path.isfile(pipe):
+    summary["input_pipeline"] = json.load(open(pipe))
 json.dump(summary, open(sys.argv[2], "w"), indent=1)
 print(json.dumps(summary))
 PYEOF

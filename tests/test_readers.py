@@ -225,6 +225,18 @@ def test_corrupt_label_is_named(tmp_path):
         open_dataset("synthia", tmp_path, num_classes=16)[0]
 
 
+def test_read_without_the_label_does_not_open_the_label_file(tmp_path):
+    """A stream that drops the labels (the target's) asks for the image only: a label file it would
+    fail on is never decoded."""
+    make_synthia(tmp_path)
+    (tmp_path / "GT" / "LABELS" / "0000000.png").write_bytes(b"not a png")
+    ds = open_dataset("synthia", tmp_path, num_classes=16)
+    img, lab = ds.read(0, label=False)
+    assert lab is None and torch.equal(img, write_rgb(tmp_path / "again.png", 2, 4))  # the image written, seed 0
+    with raises("cannot read label file"):
+        ds.read(0)
+
+
 def test_size_mismatch_names_both_files_and_sizes(tmp_path):
     make_cityscapes(tmp_path)
     lbl = tmp_path / "gtFine/val/frankfurt/frankfurt_000000_000294_gtFine_labelIds.png"

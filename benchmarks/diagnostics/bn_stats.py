@@ -12,8 +12,8 @@ import torch, copy
 from pathlib import Path
 from proda.ablation.results import load_plan
 from proda.config import Config
+from proda.data.stream import open_split, unit_float
 from proda.data.augment import normalize
-from proda.data.stream import open_split
 from proda.engine.nodes import load_model
 from proda.engine.trainer import evaluate
 torch.set_num_threads(2)
@@ -32,6 +32,6 @@ for v in ("source-only","warmup"):
         m.train(); sp=open_split(cfg,dom,"train")
         with torch.no_grad():
             for i in range(0, 400, 50):
-                img,_=sp.get(torch.arange(i,i+50)); m(normalize(img))
+                img,_=sp.get(torch.arange(i,i+50)); m(normalize(unit_float(img)))
         res[f"BN stats from {dom}"]=100*evaluate(m,val,19,dev,100).miou()
     print(v, {k: round(x,1) for k,x in res.items()})

@@ -12,8 +12,8 @@ from pathlib import Path
 from proda import checkpoint as ckpt
 from proda.ablation.results import load_plan
 from proda.config import Config
+from proda.data.stream import open_split, to_device
 from proda.data.augment import full_to_weak, weak_view, normalize
-from proda.data.stream import open_split
 from proda.engine.nodes import load_model
 from proda.method.stages import Stage1, resize
 torch.set_num_threads(1)
@@ -29,6 +29,7 @@ K=19; agree=tot=agree_id=tot_id=0; macc=0; mt=0
 for _ in range(10):
     idx, t_img, _ = stage.tgt.next()
     _, lab = tgt.get(idx)
+    t_img, lab = to_device(t_img, lab, torch.device("cpu"))
     soft = stage.soft[idx].float()
     xw, pw = weak_view(t_img, cfg.data.crop, scale=cfg.data.crop_scale, generator=stage.gen)
     res=stage.res

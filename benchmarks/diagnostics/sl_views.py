@@ -19,7 +19,7 @@ from proda.config import Config
 from proda.data.augment import (GEOMETRIC_OPS, OFFICIAL_OPS, full_to_weak, normalize, strong_view,
                                 weak_to_strong, weak_view)
 from proda import checkpoint as ckpt
-from proda.data.stream import eval_batches, open_split
+from proda.data.stream import eval_batches, open_split, to_device
 from proda.engine.nodes import load_model
 from proda.method.prototypes import proto_distances
 from proda.method.stages import resize
@@ -39,6 +39,7 @@ pid = next(i for i, n in plan["nodes"].items() if n["kind"] == "pseudo" and n["i
 protos = ckpt.load(study / "nodes" / pid / "pseudo.pt")["protos"]  # the prototypes stage 1 starts from
 model = load_model(cfg, study / "nodes" / wid).eval()
 _, img, lab = next(iter(eval_batches(open_split(cfg, "target", "train"), 64)))
+img, lab = to_device(img, lab, torch.device("cpu"))  # uint8 → float in [0, 1], int64 labels
 tau, res = cfg.stage1.tau, (cfg.data.crop[0] // 4, cfg.data.crop[1] // 4)
 with torch.no_grad():
     xw, pw = weak_view(img, cfg.data.crop, scale=cfg.data.crop_scale, generator=torch.Generator().manual_seed(0))

@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from proda.ablation import study
 from proda.config import Config
 from proda.data.classes import IGNORE_INDEX, PALETTE_19, protocol_class_ids
-from proda.data.stream import eval_batches, open_split
+from proda.data.stream import eval_batches, open_split, to_device
 from proda.engine.nodes import load_model
 from proda.engine.trainer import predict
 
@@ -74,6 +74,7 @@ def prediction_strip(study_dir: str | Path, n_images: int = 4, seed: int | None 
     cfg0 = Config.from_dict(plan.nodes[chosen[0][1].final].config)
     k = cfg0.data.num_classes
     _, img, lab = next(eval_batches(open_split(cfg0, "target", "val"), n_images, n_images))
+    img, lab = to_device(img, lab, torch.device("cpu"))  # float in [0, 1], int64
     size = tuple(img.shape[-2:])  # real data: labels at their own size, images at full_size → show at full_size
     lab = F.interpolate(lab[:, None].float(), size=size, mode="nearest")[:, 0].long()
     strip = Strip(images=(img.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy(),

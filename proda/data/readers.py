@@ -155,13 +155,16 @@ class LabelledImages(Dataset):
         name = self.pairs[index][0].relative_to(self.root).as_posix()
         return {"image": img.float().div_(255.0), "label": label.long(), "name": name}
 
-    def read(self, index: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def read(self, index: int, label: bool = True) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(image (3, H, W) uint8, label (H, W) uint8 protocol indices, 255 = ignore) of item ``index``:
-        what the input pipeline's workers ship (a quarter of the bytes of float / int64)."""
+        what the input pipeline's workers ship (a quarter of the bytes of float / int64). With
+        ``label=False`` the label file is not read (None): a stream that drops the labels."""
         img_path, lbl_path = self.pairs[index]
         img = _decode(img_path, label=False)  # (3, H, W) uint8 (uint16 for 16-bit PNGs)
         if img.dtype != torch.uint8:  # 16-bit RGB: to 8 bits, rounding (65535 / 255 = 257)
             img = img.to(torch.int32).add_(128).div_(257, rounding_mode="floor").to(torch.uint8)
+        if not label:
+            return img, None
         raw = _decode(lbl_path, label=True)  # (C, H', W'); the id is in channel 0
         if raw.shape[0] not in self.label_channels:
             raise DataError(f"label '{lbl_path}' has {raw.shape[0]} channels (expected {self._label_format()})")

@@ -7,6 +7,8 @@ position) to resume the exact same batches.
 Real datasets are read by a :class:`torch.utils.data.DataLoader` with ``data.num_workers`` worker
 processes: they decode the PNGs (torchvision's decoders), resize to ``data.full_size`` and ship uint8
 batches, ``prefetch_factor`` batches each ahead of the training thread, into pinned memory on CUDA. The
+batches stay uint8 until :func:`to_device` has copied them (a quarter of float32's bytes, non-blocking
+from the pinned buffer) and converts them there: the training thread only receives them. The
 loader is fed the stream's own index batches (its ``batch_sampler``) from the current (epoch, position)
 on, and an item depends on its index only, so what it delivers is the same with 0 or N workers and
 after a resume. The embedded benchmark is held in memory and indexed directly (no loader, no workers).
@@ -14,6 +16,7 @@ after a resume. The embedded benchmark is held in memory and indexed directly (n
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Iterable, Iterator
 
@@ -43,14 +46,14 @@ class Split:
     prefetch_factor: int = 2  # batches each worker has ready ahead of the training thread
 
     def get(self, idx: torch.Tensor, with_labels: bool = True, resize_labels: bool = True):
-        """(images float (n,3,H,W) in [0,1], labels int64 (n,h,w) or None) for the indices ``idx``."""
+        """(images uint8 (n,3,H,W), labels uint8 (n,h,w) or None) for the indices ``idx``: a batch as the
+        streams deliver it (:func:`to_device` makes it float in [0, 1] and int64)."""
         if self.images is not None:
-            img = self.images[idx].float().div_(255.0)
-            lab = self.labels[idx].long() if with_labels and self.labels is not None else None
-            return img, lab
+            lab = self.labels[idx] if with_labels and self.labels is not None else None
+            return self.images[idx], lab
         items = _Items(self.dataset, self.full_size, with_labels, resize_labels)  # one batch: in this thread
         _, img, lab = _collate([items[int(i)] for i in idx])
-        return _as_float(img, lab)
+        return _checked(img), lab
 
     def loader(self, batches: Iterable[torch.Tensor], with_labels: bool = True,
                resize_labels: bool = True) -> DataLoader:
@@ -87,8 +90,8 @@ class _Items(torch.utils.data.Dataset):
         return len(self.dataset)
 
     def __getitem__(self, i: int):
-        try:
-            img, lab = self.dataset.read(i)  # (3, H, W) uint8, (H, W) uint8
+        try:  # without labels the reader does not decode the label file
+            img, lab = self.dataset.read(i, label=self.with_labels)  # (3, H, W) uint8, (H, W) uint8 or None
         except DataError as e:  # shipped as a value: a worker's own exception would come back with its traceback
             return i, e, None
         if tuple(img.shape[-2:]) != self.full_size:
@@ -104,7 +107,7 @@ class _Items(torch.utils.data.Dataset):
 
 def _collate(items):
     """(indices, images, labels or None); a reader's error (caught in the worker) travels as the batch's
-    images and is raised by :func:`_as_float` in the training process, as the reader's one line."""
+    images and is raised by :func:`_checked` in the training process, as the reader's one line."""
     errors = [it[1] for it in items if isinstance(it[1], DataError)]
     if errors:
         return None, errors[0], None
@@ -118,10 +121,38 @@ def _one_thread(_worker_id: int) -> None:
     torch.set_num_threads(1)  # N workers × 1 thread: no oversubscription of the node's cores
 
 
-def _as_float(img: torch.Tensor | DataError, lab: torch.Tensor | None):
+def _checked(img: torch.Tensor | DataError) -> torch.Tensor:
     if isinstance(img, DataError):
         raise img
-    return img.float().div_(255.0), None if lab is None else lab.long()
+    return img
+
+
+# x / 255 in float32 for every uint8 x, divided on the CPU: (256,)
+_UNIT = torch.arange(256, dtype=torch.float32).div_(255.0)
+
+
+@functools.lru_cache(maxsize=None)
+def _unit_table(device: torch.device) -> torch.Tensor:
+    return _UNIT.to(device)  # once per device: a copy from pageable memory would wait for the device
+
+
+def unit_float(img: torch.Tensor) -> torch.Tensor:
+    """uint8 images (any shape) → float32 x / 255 in [0, 1], the same bits on every device.
+
+    On the CPU the division itself; elsewhere a gather from the CPU's table of the 256 quotients: CUDA
+    divides by a Python scalar as a multiply by its reciprocal, one ulp off x / 255 for 126 of the 256
+    values (pytorch/pytorch#191495), and a gather does no arithmetic."""
+    if img.device.type == "cpu":
+        return img.float().div_(255.0)
+    return _unit_table(img.device).index_select(0, img.reshape(-1).int()).view(img.shape)
+
+
+def to_device(img: torch.Tensor, lab: torch.Tensor | None, device: torch.device):
+    """A batch's trip to ``device``: uint8 images (n,3,H,W) and uint8 labels (n,h,w) or None, as
+    :class:`BatchStream` and :func:`eval_batches` deliver them (pinned on CUDA), copied non-blocking
+    and converted there → (images float32 in [0, 1], labels int64 or None). On the CPU: no copy."""
+    img = unit_float(img.to(device, non_blocking=True))
+    return img, None if lab is None else lab.to(device, non_blocking=True).long()
 
 
 def synthetic_spec(cfg: Config):
@@ -224,7 +255,8 @@ class BatchStream:
         return idx
 
     def next(self):
-        """(indices (n,), images float (n,3,H,W), labels int64 (n,H,W) or None)."""
+        """(indices (n,), images uint8 (n,3,H,W), labels uint8 (n,H,W) or None), in pinned memory when
+        the split's loader pins (CUDA); :func:`to_device` moves them and makes them float / int64."""
         if self.split.images is not None:  # in memory: index it, no loader
             idx = self.next_indices()
             img, lab = self.split.get(idx, with_labels=self.with_labels)
@@ -234,7 +266,7 @@ class BatchStream:
             self._loaded = iter(self.split.loader(batches, self.with_labels))
         want = self.next_indices()
         idx, img, lab = next(self._loaded)
-        img, lab = _as_float(img, lab)
+        img = _checked(img)
         if not torch.equal(idx, want):  # the loader follows the stream's order, always
             raise RuntimeError(f"{self.split.name}: loader delivered {idx.tolist()}, expected {want.tolist()}")
         return idx, img, lab
@@ -252,7 +284,8 @@ class BatchStream:
 
 
 def eval_batches(split: Split, batch_size: int, max_images: int | None = None):
-    """This rank's shard of a split in order, for evaluation and pseudo-labelling: yields (indices, images, labels)."""
+    """This rank's shard of a split in order, for evaluation and pseudo-labelling: yields (indices, images
+    uint8, labels uint8 at the files' size) as :meth:`BatchStream.next` does; :func:`to_device` converts."""
     n = split.size if max_images is None else min(split.size, max_images)
     idx_all = torch.arange(ddp.rank(), n, ddp.world_size())
     batches = [idx_all[s:s + batch_size] for s in range(0, len(idx_all), batch_size)]
@@ -262,4 +295,4 @@ def eval_batches(split: Split, batch_size: int, max_images: int | None = None):
             yield idx, img, lab
         return
     for idx, img, lab in split.loader(batches, with_labels=True, resize_labels=False):
-        yield (idx, *_as_float(img, lab))
+        yield idx, _checked(img), lab

@@ -19,7 +19,7 @@ from proda import checkpoint as ckpt
 from proda import distributed as ddp
 from proda.data.augment import normalize
 from proda.data.classes import class_names
-from proda.data.stream import Split, eval_batches
+from proda.data.stream import Split, eval_batches, to_device
 from proda.evaluation import ConfusionMatrix
 
 # reporter(metrics), called on every rank at every log step (kind "train": losses, images/s, lr) and every
@@ -45,7 +45,7 @@ def evaluate(model: torch.nn.Module, split: Split, num_classes: int, device: tor
     model.eval()
     cm = ConfusionMatrix(num_classes, device=device)
     for _, img, lab in eval_batches(split, batch_size, max_images):
-        img, lab = img.to(device), lab.to(device)
+        img, lab = to_device(img, lab, device)
         cm.update(pred=predict(model, img, lab.shape[-2:]), target=lab)
     cm.all_reduce()
     model.train(was_training)

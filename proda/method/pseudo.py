@@ -13,7 +13,7 @@ import torch
 
 from proda import distributed as ddp
 from proda.data.augment import normalize
-from proda.data.stream import Split, eval_batches
+from proda.data.stream import Split, eval_batches, to_device
 from proda.evaluation import ConfusionMatrix
 from proda.method.prototypes import CentroidAccumulator, hard_label
 
@@ -34,14 +34,14 @@ def generate(model: torch.nn.Module, split: Split, num_classes: int, device: tor
     idx_parts, soft_parts = [], []
     has_labels = split.labels is not None or split.dataset is not None
     for idx, img, lab in eval_batches(split, batch_size):
-        x = normalize(img.to(device))
+        img, lab = to_device(img, lab, device)
+        x = normalize(img)
         o = model(x)
         prob = o["out"].float().softmax(1)  # (n, K, h, w)
         if flip:
             prob = 0.5 * (prob + model(x.flip(-1))["out"].float().softmax(1).flip(-1))
         acc.add(o["feat"].float(), hard_label(prob))  # centroids under ξ(p), every pixel
         if has_labels and lab is not None:
-            lab = lab.to(device)
             up = torch.nn.functional.interpolate(prob, size=lab.shape[-2:], mode="bilinear", align_corners=False)
             cm.update(pred=hard_label(up, threshold), target=lab)
         idx_parts.append(idx.to(device))

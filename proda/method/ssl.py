@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from proda import distributed as ddp
 from proda.config import Config
 from proda.data.augment import _rand, normalize, photometric, weak_view
-from proda.data.stream import BatchStream, Split
+from proda.data.stream import BatchStream, Split, to_device
 
 _RGB_TO_YIQ = ((0.299, 0.587, 0.114), (0.596, -0.274, -0.322), (0.211, -0.523, 0.312))
 
@@ -154,8 +154,9 @@ class SSLStage:
         poly_lr(self.opt, self.cfg.ssl.lr, step, steps, self.cfg.optim.poly_power)
 
     def micro_step(self, accum: int) -> dict[str, Tensor]:
-        imgs = [self.streams[d].next()[1] for d in ("source", "target")]
-        x = torch.cat(imgs).to(self.device, non_blocking=True)  # (n, 3, H, W) in [0, 1]
+        # each uint8 batch copied from its pinned buffer and converted on the device, then joined
+        x = torch.cat([to_device(self.streams[d].next()[1], None, self.device)[0]
+                       for d in ("source", "target")])  # (n, 3, H, W) in [0, 1]
         s = self.cfg.ssl
         size = s.view_size or self.cfg.data.crop
         v1, v2 = (normalize(simclr_view(x, size, s.crop_scale, self.gen)) for _ in range(2))

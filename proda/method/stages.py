@@ -22,7 +22,7 @@ from torch import nn
 from proda import distributed as ddp
 from proda.config import Config
 from proda.data.augment import full_to_weak, normalize, strong_view, weak_view, weak_to_strong
-from proda.data.stream import BatchStream, Split
+from proda.data.stream import BatchStream, Split, to_device
 from proda.method.discriminator import FCDiscriminator, lsgan_loss
 from proda.method.losses import ce_loss, kd_loss, kl_consistency, regulariser, sce_loss, sce_scale
 from proda.method.prototypes import PrototypeBank, hard_label, proto_distances, proto_softmax, rectify
@@ -116,8 +116,9 @@ class StageBase:
     def after_step(self) -> None:
         pass
 
-    def to_dev(self, *xs):
-        return [None if x is None else x.to(self.device, non_blocking=True) for x in xs]
+    def to_dev(self, img: torch.Tensor, lab: torch.Tensor | None = None):
+        """A stream's uint8 batch on the device: (images float (n,3,H,W) in [0, 1], labels int64 or None)."""
+        return to_device(img, lab, self.device)
 
     def source_batch(self):
         """Weak view of a source batch: (images (n,3,h,w) normalised, labels (n,h,w))."""
@@ -179,7 +180,7 @@ class AdversarialWarmup(StageBase):
     def micro_step(self, accum):
         x, y = self.source_batch()
         _, t_img, _ = self.tgt.next()
-        (t_img,) = self.to_dev(t_img)
+        t_img, _ = self.to_dev(t_img)
         xt, _ = weak_view(t_img, self.cfg.data.crop, scale=self.cfg.data.crop_scale, generator=self.gen)
         self.disc.requires_grad_(False)
         with self.autocast():
@@ -231,7 +232,7 @@ class _TargetStage(StageBase):
 
     def target_batch(self):
         idx, t_img, _ = self.tgt.next()
-        (t_img,) = self.to_dev(t_img)
+        t_img, _ = self.to_dev(t_img)
         soft = self.soft[idx].to(self.device).float()  # (n, K, h0, w0)
         xw, pw = weak_view(t_img, self.cfg.data.crop, scale=self.cfg.data.crop_scale, generator=self.gen)
         return t_img, xw, pw, soft
