@@ -211,9 +211,7 @@ class Stage1Config:
     lr: float = 1e-4
     alpha: float = 0.1  # SCE: weight of CE
     beta: float = 1.0  # SCE: weight of reverse CE
-    # with sce: divide the target side (l_sce + γ1·l_kl + γ2·l_reg) by α − β·log(1e-4) ≈ 9.31, so a confident pixel's
-    # target gradient weighs against l_ce^s as in the ST row, the target terms keeping the paper's ratios (S8)
-    sce_ce_scale: bool = False
+    sce_ce_scale: bool = False  # with sce: the target side ÷ (α − β·log 1e-4) ≈ 9.31, ST's weight vs l_ce^s (S8)
     proto_momentum: float = 0.9999  # λ: η ← λη + (1−λ)η′  (official `proto_momentum` is 1−λ)
     gamma1: float = 10.0  # weight of the SL KL loss
     gamma2: float = 0.1  # weight of the regulariser
