@@ -180,7 +180,8 @@ def interrupted_study(tmp_path_factory, synthetic_cache):
     tmp = tmp_path_factory.mktemp("interrupted")
     grid = write_grid(tmp / "dk.yaml", "dk", ["source-only", "st"],
                       {"warmup.steps": 6, "stage1.steps": 40, "checkpoint_interval": 5, "log_interval": 5})
-    args = ["--grid", str(grid), "--storage", str(tmp / "studies")]
+    # --verbose: the nodes' own step lines, which the worker-kill test reads to place the victim at its step
+    args = ["--grid", str(grid), "--storage", str(tmp / "studies"), "--verbose"]
     env = study_env(synthetic_cache, **SECRETS)
     study = tmp / "studies" / "dk"
     first = Driver(args, env, tmp / "first.log")
