@@ -51,7 +51,7 @@ class Estimator:
     nodes on ``slots`` slots, in the searcher's order (longest estimated chain first)."""
 
     def __init__(self, plan: Plan, slots: int, done: set[str] | frozenset = frozenset()):
-        from proda.ablation.scheduler import critical_path  # noqa: PLC0415 - the searcher's own order
+        from proda.ablation.scheduler import run_order  # noqa: PLC0415 - the searcher's own order
 
         self.plan, self.slots = plan, max(1, int(slots))
         self.done, self.dropped = set(done), set()  # dropped: failed or skipped, no work left
@@ -59,8 +59,7 @@ class Estimator:
         self.fraction: dict[str, float] = {}  # running node → step/steps of its last report
         self.img_s: dict[str, float] = {}  # running node → images/s of its last report
         self.measured: dict[str, float] = {}  # finished node → seconds
-        rank, order = critical_path(plan), {p: k for k, p in enumerate(plan.phases)}
-        self.order = sorted(plan.nodes, key=lambda i: (-rank[i], order.get(plan.nodes[i].phase, 0), i))
+        self.order = run_order(plan, plan.nodes)
         self.inputs = {i: list(n.inputs.values()) for i, n in plan.nodes.items()}
 
     def start(self, i: str, t: float) -> None:

@@ -33,6 +33,12 @@ def critical_path(plan: Plan, cost: dict[str, float] | None = None) -> dict[str,
     return {i: cp(i) for i in plan.nodes}
 
 
+def run_order(plan: Plan, ids) -> list[str]:
+    """``ids`` in the order the searcher starts them: longest estimated chain first, then phase, then id."""
+    rank, order = critical_path(plan), {p: k for k, p in enumerate(plan.phases)}
+    return sorted(ids, key=lambda i: (-rank[i], order[plan.nodes[i].phase], i))
+
+
 def trial_name(trial) -> str:
     return f"{trial.config['phase']}_{trial.config['node_id'][:8]}"
 
@@ -93,9 +99,7 @@ class NodeScheduler(Searcher):
     def __init__(self, plan: Plan, study_dir: Path, todo: list[str], base: dict):
         super().__init__()
         self.plan, self.study_dir, self.base = plan, study_dir, base
-        rank = critical_path(plan)
-        order = {p: k for k, p in enumerate(plan.phases)}
-        self.pending = sorted(todo, key=lambda i: (-rank[i], order[plan.nodes[i].phase], i))
+        self.pending = run_order(plan, todo)
         self.running: dict[str, str] = {}  # trial id → node id
         self.tags = trial_tags(plan)  # what each trial's config says about its node (Tune's tables)
 
