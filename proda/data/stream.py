@@ -141,7 +141,7 @@ def unit_float(img: torch.Tensor) -> torch.Tensor:
 
     On the CPU the division itself; elsewhere a gather from the CPU's table of the 256 quotients: CUDA
     divides by a Python scalar as a multiply by its reciprocal, one ulp off x / 255 for 126 of the 256
-    values (pytorch/pytorch#191495), and a gather does no arithmetic."""
+    values (tests/test_input_pipeline.py counts them on the CPU), and a gather does no arithmetic."""
     if img.device.type == "cpu":
         return img.float().div_(255.0)
     return _unit_table(img.device).index_select(0, img.reshape(-1).int()).view(img.shape)
