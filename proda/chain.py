@@ -141,9 +141,12 @@ def est_cost(kind: str, cfg: Config) -> float:
     return float(stage_steps(kind, cfg) * cfg.data.batch_size)
 
 
+# the config section whose ``steps`` a node kind trains for (warmup+, kind "extend", runs stage1.steps)
+STEPS_SECTION = {"ssl": "ssl", "warmup": "warmup", "extend": "stage1", "stage1": "stage1", "distill": "distill"}
+
+
 def stage_steps(kind: str, cfg: Config) -> int | None:
     """A node's optimiser steps (what its reports count to); ``None`` for a pseudo-label node (no steps)."""
     if kind == "pseudo":
         return None
-    return {"ssl": cfg.ssl.steps, "warmup": cfg.warmup.steps, "extend": cfg.stage1.steps,
-            "stage1": cfg.stage1.steps, "distill": cfg.distill.steps}[kind]
+    return getattr(cfg, STEPS_SECTION[kind]).steps

@@ -31,6 +31,7 @@ from proda.ablation import study
 from proda.ablation.render import is_null, render  # noqa: F401 - render: part of this module's interface
 from proda.ablation.stats import BOOTSTRAP_MIN_N, baseline, describe, excludes_zero, group_stats, prefixed
 from proda.ablation.study import STATUSES, load_plan
+from proda.chain import STEPS_SECTION
 from proda.data.classes import class_names, sub_protocol
 
 # columns of the tidy table; the swept fields (one column each, dotted names) come after "seed"
@@ -47,9 +48,9 @@ NOTE = ("mIoU / IoU: mean ± sample std (n seeds), 95 % Student-t CI. Δ: paired
         f"well where {BOOTSTRAP_MIN_N} or more seeds pair.")
 _SYNTHIA_16 = class_names(16)
 _SYNTHIA_13 = tuple(_SYNTHIA_16[i] for i in sub_protocol(16, 13))
-# the node kinds that train and evaluate, and the config section holding each one's `steps` (warmup+ runs
-# stage1.steps); ssl nodes train the backbone alone and, like pseudo-label nodes, have no evaluation
-TRAINING_KINDS = {"warmup": "warmup", "extend": "stage1", "stage1": "stage1", "distill": "distill"}
+# the node kinds that train and evaluate, and the config section holding each one's `steps`; ssl nodes train
+# the backbone alone and, like pseudo-label nodes, have no evaluation
+TRAINING_KINDS = {k: sec for k, sec in STEPS_SECTION.items() if k != "ssl"}
 
 
 def read_jsonl(path: Path) -> list[dict]:
