@@ -75,7 +75,7 @@ def _choice(path, v, options):
 
 # the embedded benchmark's drawing (proda/data/synthetic_scene.py): bump whenever it changes what is drawn —
 # image caches and the ids of nodes trained on it are keyed by it, so a study never reuses another drawing's nodes
-SYNTHETIC_VERSION = "v4"
+SYNTHETIC_VERSION = "v5"
 DATASETS_SOURCE = ("synthetic-source", "gta5", "synthia")
 DATASETS_TARGET = ("synthetic-target", "cityscapes")
 
@@ -253,6 +253,7 @@ class DistillConfig:
     steps: int = 30000
     lr: float = 6e-4
     beta: float = 1.0  # weight of KL(p_t ‖ p_t†)
+    strong_view: bool = False  # the official code's KD: student and teacher on the strong view, ξ(p_t) replayed
     # "ssl": the seed's ssl node (SimCLR on the benchmark's unlabelled images); a local self-supervised backbone
     # checkpoint; "teacher": the teacher's weights; None: model.pretrained (ImageNet) when set, else the teacher's
     student_init: str | None = None

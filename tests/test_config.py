@@ -52,7 +52,10 @@ def test_yaml_reads_exponent_floats_without_a_dot():
 def test_variants_set_every_switch_and_keep_the_paper_meaning():
     assert make_config("synthetic", "source-only").warmup.kind == "source"
     full = make_config("synthetic", "proda")
-    assert (full.stage1.st, full.stage1.pd, full.stage1.sl, full.distill.rounds) == (True, True, True, 2)
+    assert (full.stage1.st, full.stage1.pd, full.stage1.sl, full.distill.rounds) == (True, True, True, 1)
+    # KD's rounds are the preset's: the paper's two (stages 2 and 3), the embedded benchmark's one (S9)
+    assert make_config("paper-gta5", "proda").distill.rounds == 2 and make_config("smoke", "proda").distill.rounds == 2
+    assert make_config("synthetic", "pd+sl").distill.rounds == 0
     assert not make_config("synthetic", "st").stage1.pd
     paper = preset("paper-gta5")
     assert paper.stage1.proto_momentum == 0.9999 and paper.stage1.gamma1 == 10 and paper.stage1.gamma2 == 0.1

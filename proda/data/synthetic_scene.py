@@ -63,14 +63,18 @@ _TARGET_COUNTS = dict(car=4.0, truck=0.35, bus=0.3, train=0.25, person=6.0, ride
                       bicycle=2.0, motorcycle=0.3, pole=4.0, sign_pole=1.5, tree=2.5, wall=0.8, fence=1.2,
                       terrain=1.5)
 # facade: probabilities of a façade chunk being building / vegetation / open; texture: amplitude (0..1).
-# photo: per-image ranges (uniform) of the photometric pipeline; "rendered" keeps it almost neutral.
+# photo: per-image ranges (uniform) of the photometric pipeline; "rendered" keeps it almost neutral. tint: a
+# per-channel gain of the whole domain (v5: the target is warmer and, by exposure and gamma, darker and
+# hazier than v4's — a shift of every image's statistics, as between rendered and real street scenes, that a
+# model sees only by seeing target images: v4's warm-up gained 0.2 over source-only, v5's gains 1–2.7).
 _DOMAINS = {
     "source": dict(palette=_SOURCE_PALETTE, counts=_SOURCE_COUNTS, facade=(0.75, 0.15, 0.10), texture=0.015,
-                   photo=dict(haze=(0, 0), saturation=(1.0, 1.0), cast=0.0, exposure=(0.92, 1.08),
+                   photo=dict(haze=(0, 0), saturation=(1.0, 1.0), cast=0.0, tint=(1.0, 1.0, 1.0), exposure=(0.92, 1.08),
                               gamma=(1.0, 1.0), vignetting=(0, 0), blur=(0, 0), noise=(1.5, 1.5))),
-    "target": dict(palette=_TARGET_PALETTE, counts=_TARGET_COUNTS, facade=(0.55, 0.35, 0.10), texture=0.06,
-                   photo=dict(haze=(0.05, 0.2), saturation=(0.7, 1.0), cast=0.08, exposure=(0.8, 1.1),
-                              gamma=(0.9, 1.1), vignetting=(0.1, 0.3), blur=(0.5, 0.9), noise=(3, 8))),
+    "target": dict(palette=_TARGET_PALETTE, counts=_TARGET_COUNTS, facade=(0.55, 0.35, 0.10), texture=0.07,
+                   photo=dict(haze=(0.05, 0.22), saturation=(0.65, 1.0), cast=0.08, tint=(1.02, 1.0, 0.96),
+                              exposure=(0.75, 1.05), gamma=(0.95, 1.12), vignetting=(0.1, 0.3), blur=(0.5, 0.9),
+                              noise=(3, 8))),
 }
 for _pal in (_SOURCE_PALETTE, _TARGET_PALETTE):  # candidate lists → (k, 3) float32 arrays, once
     _pal.update({k: (np.array(c, np.float32), std) for k, (c, std) in _pal.items()})
@@ -364,7 +368,7 @@ def render(rng: np.random.Generator, h: int, w: int, domain: str) -> tuple[np.nd
         img = img * (1 - haze) + haze * np.float32(rng.uniform(0.6, 0.85))
     gray = img.mean(-1, keepdims=True)
     img = gray + np.float32(rng.uniform(*ph["saturation"])) * (img - gray)
-    cast = 1 + rng.uniform(-ph["cast"], ph["cast"], 3)  # per-channel gain: a colour cast
+    cast = np.array(ph["tint"]) * (1 + rng.uniform(-ph["cast"], ph["cast"], 3))  # the domain's tint, a per-image cast
     img = np.clip(img * (cast * rng.uniform(*ph["exposure"])).astype(np.float32), 0, 1)
     img **= np.float32(rng.uniform(*ph["gamma"]))
     if ph["vignetting"][1] > 0:

@@ -352,6 +352,10 @@ class DistillStage(_TargetStage):
         res = self.res
         _, xw, pw, soft = self.target_batch()
         y_t = hard_label(full_to_weak(soft, pw, res), self.cfg.pseudo.threshold, IGNORE)  # ξ(p_t), (n, h, w)
+        if self.cfg.distill.strong_view:  # the official KD: both nets on the strong view, ξ(p_t) replayed into it
+            xw, ps = strong_view(xw, generator=self.gen)
+            y_t, _ = weak_to_strong(y_t.float(), ps, mode="nearest", fill=IGNORE)
+            y_t = y_t.long()  # the KL stays on every pixel, as in the official code (its mask is always true)
         x, y = self.source_batch()
         with self.autocast():
             loss_src = self.source_ce(x, y)
