@@ -69,7 +69,10 @@ def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str
     """
     out_dir = Path(out_dir)
     if is_done(out_dir):
-        return read_done(out_dir)
+        done = read_done(out_dir)
+        if done is None:
+            raise RuntimeError(f"{out_dir / 'done.json'}: not a JSON object; delete the node folder to rerun it")
+        return done
     out_dir.mkdir(parents=True, exist_ok=True)
     device = device_of(cfg)
     ins = {k: Path(v) for k, v in inputs.items()}
