@@ -9,7 +9,7 @@ from conftest import tiny_config
 from proda import checkpoint as ckpt
 from proda.data.stream import open_split
 from proda.engine.nodes import new_model
-from proda.engine.trainer import NonFiniteLoss, run_stage
+from proda.engine.trainer import NonFiniteLoss, Notice, run_stage
 from proda.method import stages
 from proda.train import main, run_chain
 
@@ -26,8 +26,11 @@ def test_run_stopped_at_any_step_and_resumed_is_bit_identical(tmp_path, syntheti
     out = tmp_path / "interrupted"
     run_chain(cfg, out, log=log, stop_after_steps=3)
     assert not (out / "warmup" / "done.json").exists() and (out / "warmup" / "checkpoint.pt").exists()
-    run_chain(cfg, out, resume=True, log=log, stop_after_steps=3)  # warm-up finishes (1 step), stage 1 stops at 3
+    lines = []
+    run_chain(cfg, out, resume=True, log=lines.append, stop_after_steps=3)  # warm-up finishes, stage 1 stops at 3
     assert (out / "warmup" / "done.json").exists() and not (out / "stage1" / "done.json").exists()
+    # the resume line is a Notice: the runner prints it even when it keeps the step lines quiet
+    assert [s for s in lines if isinstance(s, Notice)] == ["[warmup] resumed from step 3"]
     run_chain(cfg, out, resume=True, log=log)
     for node in ("warmup", "stage1"):
         a, b = _weights(tmp_path / "straight" / node / "model.pt"), _weights(out / node / "model.pt")

@@ -27,6 +27,12 @@ from proda.evaluation import ConfusionMatrix
 Reporter = Callable[[dict[str, Any]], None]
 
 
+class Notice(str):
+    """A log line that reaches the user even when the caller keeps the step lines quiet (the runner without
+    ``--verbose``): e.g. that a stage resumed from its checkpoint rather than starting over. A ``str``, so
+    every ``log`` callable takes it as it takes any line."""
+
+
 class NonFiniteLoss(RuntimeError):
     """A loss became NaN/inf; the message names the stage, step and loss term."""
 
@@ -100,7 +106,7 @@ def run_stage(stage, *, steps: int, out_dir: str | Path, val: Split | None, num_
         rng = st["rng"] if ddp.is_main() else ckpt.load(out_dir / f"rng_rank{ddp.rank()}.pt")
         ckpt.set_rng_state(rng, stage.generators)
         start, last_eval = int(st["step"]), st.get("last_eval", {})
-        log(f"[{name}] resumed from step {start}")
+        log(Notice(f"[{name}] resumed from step {start}"))
     accum = stage.cfg.optim.grad_accum
     t0, seen, done_in_call = time.perf_counter(), 0, 0
     bad = None  # accumulated non-finite flags per loss term, checked at log steps only (no per-step sync)
