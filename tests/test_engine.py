@@ -101,7 +101,7 @@ def test_bf16_autocast_runs_on_cpu_and_stays_close_to_fp32(synthetic_cache):
 
 
 def test_nan_loss_stops_the_stage_naming_step_and_term(tmp_path, synthetic_cache):
-    cfg = tiny_config(synthetic_cache, "source-only")
+    cfg = tiny_config(synthetic_cache, "source-only", log_interval=2, checkpoint_interval=100)
     st = stages.SourceStage(cfg, new_model(cfg), open_split(cfg, "source", "train"), torch.device("cpu"), 0)
     real = st.micro_step
     calls = {"n": 0}
@@ -115,8 +115,7 @@ def test_nan_loss_stops_the_stage_naming_step_and_term(tmp_path, synthetic_cache
 
     st.micro_step = poisoned
     with pytest.raises(NonFiniteLoss, match=r"stage 'source'.*'loss_src'.*step 4"):
-        run_stage(st, steps=8, out_dir=tmp_path, val=None, num_classes=19, eval_interval=100,
-                  checkpoint_interval=100, log_interval=2, log=lambda s: None)
+        run_stage(st, 8, tmp_path, log=lambda s: None)  # NaN flags are checked at log steps: log_interval 2
 
 
 def test_cli_runs_a_variant_and_writes_summary(tmp_path, synthetic_cache, capsys):

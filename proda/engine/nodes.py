@@ -85,10 +85,8 @@ def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     val = open_split(cfg, "target", "val")
-    common = dict(out_dir=out_dir, val=val, num_classes=cfg.data.num_classes, eval_interval=cfg.eval.interval,
-                  checkpoint_interval=cfg.checkpoint_interval, log_interval=cfg.log_interval, reporter=reporter,
-                  resume=resume, log=log, metrics_log=metrics_log, eval_batch_size=cfg.eval.batch_size,
-                  eval_max_images=cfg.eval.max_images, stop_after=stop_after, stage_name=node.name)
+    common = dict(reporter=reporter, resume=resume, log=log, metrics_log=metrics_log, stop_after=stop_after,
+                  stage_name=node.name)
     from proda.method import stages  # noqa: PLC0415 - keeps `import proda.engine` light
 
     if node.kind == "pseudo":
@@ -109,7 +107,7 @@ def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str
 
         stage = SSLStage(cfg, new_model(cfg).backbone, _unlabelled(open_split(cfg, "source", "train")),
                          _unlabelled(open_split(cfg, "target", "train")), device, seed)
-        last = run_stage(stage, steps=cfg.ssl.steps, **{**common, "val": None})
+        last = run_stage(stage, cfg.ssl.steps, out_dir, **common)
         if "stopped_at" in last:
             return last
         if ddp.is_main():
@@ -154,7 +152,7 @@ def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str
             steps = cfg.distill.steps
         else:
             raise ValueError(f"unknown node kind '{node.kind}'")
-        last = run_stage(stage, steps=steps, **common)
+        last = run_stage(stage, steps, out_dir, val, **common)
         if "stopped_at" in last:
             return last
         if ddp.is_main():
