@@ -5,7 +5,8 @@
 For every finished adversarial warm-up node of a study folder (and its pseudo-label node), on *target
 train* at the model's output resolution (labels downsampled by nearest neighbour):
 
-* ``classifier``: pixel accuracy of the warm-up's argmax (what ST's hard labels are);
+* ``classifier``: pixel accuracy of the warm-up's argmax (what ST's hard labels are); ``mean_class_accuracy``:
+  the three rules' accuracy with every class weighing the same (the mean of the per-class recalls);
 * ``nearest_gt_centroid``: pixel accuracy of assigning each pixel to the nearest class centroid of the
   warm-up's features computed under the *ground-truth* labels — the features cluster by class when this is
   above ``classifier`` (a benchmark check, it uses target labels and trains nothing);
@@ -44,6 +45,14 @@ from proda.method.prototypes import CentroidAccumulator, proto_distances, proto_
 
 def _accuracy(cm: ConfusionMatrix) -> float:
     return round(100 * cm.pixel_accuracy(), 2)
+
+
+def _mean_class_accuracy(cm: ConfusionMatrix) -> float:
+    """The mean over the classes present of each class's recall: accuracy with every class weighing the same
+    (as in mIoU), so a rule without class priors (nearest centroid) is not judged by road and sky alone."""
+    m = cm.mat.double()
+    rows = m.sum(1)
+    return round(100 * float((m.diag()[rows > 0] / rows[rows > 0]).mean()), 2)
 
 
 @torch.inference_mode()
@@ -86,6 +95,7 @@ def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, bat
     confusions = [f"{names[int(i) // k]}→{names[int(i) % k]} {100 * float(v / m.sum()):.1f}%"
                   for v, i in zip(top.values, top.indices)]
     out = {name: _accuracy(cm) for name, cm in cms.items() if cm.mat.sum() > 0}
+    out["mean_class_accuracy"] = {name: _mean_class_accuracy(cm) for name, cm in cms.items() if cm.mat.sum() > 0}
     out["classifier_miou"] = round(100 * cms["classifier"].miou(), 2)
     out["frequent"] = frequent
     out["confusions"] = confusions
