@@ -59,8 +59,7 @@ def oracle(preset: str, seed: int, out: Path, study: Path, overrides: dict | Non
             raise RuntimeError(f"oracle of seed {seed}: model.init=ssl, but its ssl node '{ssl_dir}' is not done")
         load_ssl_backbone(model, ssl_dir)
     stage = SourceStage(cfg, model, open_split(cfg, "target", "train"), dev, seed)
-    run_stage(stage, steps=cfg.warmup.steps, out_dir=out, val=None, num_classes=19, eval_interval=10**9,
-              checkpoint_interval=cfg.checkpoint_interval, log_interval=cfg.log_interval, log=lambda s: None)
+    run_stage(stage, cfg.warmup.steps, out, log=lambda s: None)
     cm = evaluate(stage.model, open_split(cfg, "target", "val"), 19, dev, cfg.eval.batch_size)
     out.mkdir(parents=True, exist_ok=True)
     done.write_text(json.dumps({"miou": 100 * cm.miou()}))

@@ -9,7 +9,7 @@ from conftest import tiny_config
 from proda import checkpoint as ckpt
 from proda.data.stream import open_split
 from proda.engine.nodes import new_model
-from proda.engine.trainer import NonFiniteLoss, run_stage
+from proda.engine.trainer import NonFiniteLoss, Notice, run_stage
 from proda.method import stages
 from proda.train import main, run_chain
 
@@ -26,8 +26,11 @@ def test_run_stopped_at_any_step_and_resumed_is_bit_identical(tmp_path, syntheti
     out = tmp_path / "interrupted"
     run_chain(cfg, out, log=log, stop_after_steps=3)
     assert not (out / "warmup" / "done.json").exists() and (out / "warmup" / "checkpoint.pt").exists()
-    run_chain(cfg, out, resume=True, log=log, stop_after_steps=3)  # warm-up finishes (1 step), stage 1 stops at 3
+    lines = []
+    run_chain(cfg, out, resume=True, log=lines.append, stop_after_steps=3)  # warm-up finishes, stage 1 stops at 3
     assert (out / "warmup" / "done.json").exists() and not (out / "stage1" / "done.json").exists()
+    # the resume line is a Notice: the runner prints it even when it keeps the step lines quiet
+    assert [s for s in lines if isinstance(s, Notice)] == ["[warmup] resumed from step 3"]
     run_chain(cfg, out, resume=True, log=log)
     for node in ("warmup", "stage1"):
         a, b = _weights(tmp_path / "straight" / node / "model.pt"), _weights(out / node / "model.pt")
@@ -98,7 +101,7 @@ def test_bf16_autocast_runs_on_cpu_and_stays_close_to_fp32(synthetic_cache):
 
 
 def test_nan_loss_stops_the_stage_naming_step_and_term(tmp_path, synthetic_cache):
-    cfg = tiny_config(synthetic_cache, "source-only")
+    cfg = tiny_config(synthetic_cache, "source-only", log_interval=2, checkpoint_interval=100)
     st = stages.SourceStage(cfg, new_model(cfg), open_split(cfg, "source", "train"), torch.device("cpu"), 0)
     real = st.micro_step
     calls = {"n": 0}
@@ -112,8 +115,7 @@ def test_nan_loss_stops_the_stage_naming_step_and_term(tmp_path, synthetic_cache
 
     st.micro_step = poisoned
     with pytest.raises(NonFiniteLoss, match=r"stage 'source'.*'loss_src'.*step 4"):
-        run_stage(st, steps=8, out_dir=tmp_path, val=None, num_classes=19, eval_interval=100,
-                  checkpoint_interval=100, log_interval=2, log=lambda s: None)
+        run_stage(st, 8, tmp_path, log=lambda s: None)  # NaN flags are checked at log steps: log_interval 2
 
 
 def test_cli_runs_a_variant_and_writes_summary(tmp_path, synthetic_cache, capsys):

@@ -54,3 +54,18 @@ def test_the_plan_and_the_running_marker_round_trip_through_the_folder(tmp_path)
 def test_a_folder_without_a_plan_is_not_a_study(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not a study folder: it has no plan.json"):
         study.load_plan(tmp_path)
+
+
+def test_done_json_has_one_reader_for_the_engine_and_the_tables(tmp_path):
+    from proda.engine import folder
+    from proda.engine.nodes import run_node
+
+    d = tmp_path / "n"
+    assert study.read_done is folder.read_done and folder.read_done(d) is None  # missing: None, not a raise
+    d.mkdir()
+    (d / "done.json").write_text("[1, 2]")  # only a hand edit makes this: done, but not a metrics object
+    assert folder.is_done(d) and folder.read_done(d) is None
+    with pytest.raises(RuntimeError, match=r"done\.json: not a JSON object"):
+        run_node(None, None, d, {})
+    write_json(d / "done.json", {"miou": 2.5})
+    assert run_node(None, None, d, {}) == {"miou": 2.5}  # a finished node returns its metrics at once

@@ -48,7 +48,7 @@ st=Path(os.environ.get("PRODA_STUDY", "runs/default")); plan=load_plan(st)
 row=[r for r in plan.rows if r.variant==variant and r.seed==0][0]
 wid, pid, sid = row.nodes[:3]
 d = plan.nodes[sid].config
-cfg=Config.from_dict(d).override(over)
+cfg=Config.from_dict(d).override({"eval.interval": 50, "checkpoint_interval": 10**6, **over})
 model=load_model(cfg, st/"nodes"/wid)
 pl=ckpt.load(st/"nodes"/pid/"pseudo.pt")
 tgt=open_split(cfg,"target","train"); src=open_split(cfg,"source","train"); val=open_split(cfg,"target","val")
@@ -64,5 +64,4 @@ if mode == "src":
 else:
     stage=Stage1(cfg, model, src, tgt, soft, pl["protos"], pl["counts"], dev, 0)
 with tempfile.TemporaryDirectory() as t:
-    run_stage(stage, steps=cfg.stage1.steps, out_dir=Path(t), val=val, num_classes=19, eval_interval=50,
-              checkpoint_interval=10**6, log_interval=50, log=print)
+    run_stage(stage, cfg.stage1.steps, Path(t), val, log=print)

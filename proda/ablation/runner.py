@@ -54,7 +54,7 @@ def _train_worker(config: dict) -> None:
 
     from proda.config import Config
     from proda.engine.nodes import run_node
-    from proda.engine.trainer import NonFiniteLoss
+    from proda.engine.trainer import NonFiniteLoss, Notice
 
     torch.set_num_threads(config["threads"])
     study_dir, node = Path(config["study_dir"]), config["node"]
@@ -64,8 +64,8 @@ def _train_worker(config: dict) -> None:
     # in Train's local mode the function runs inside the Tune trial, which takes tune.report
     report = ray.tune.report if config["local"] else ray.train.report
 
-    def log(s: str) -> None:  # quiet (no --verbose): steps and evaluations are in the driver's live view; a
-        if not config.get("quiet") or "resumed from step" in s:  # resume (run_stage's line) is not
+    def log(s: str) -> None:  # quiet (no --verbose): steps and evaluations are in the driver's live view;
+        if not config.get("quiet") or isinstance(s, Notice):  # a Notice (e.g. a resume) is not
             print(f"[{node.id[:8]}] {s}", flush=True)
 
     def reporter(metrics: dict) -> None:

@@ -21,7 +21,7 @@ from typing import Any
 
 from proda.ablation.grid import Plan
 from proda.checkpoint import atomic_write
-from proda.engine.folder import DONE, is_done, write_json
+from proda.engine.folder import is_done, read_done, write_json  # noqa: F401 - read_done re-exported
 
 PLAN = "plan.json"
 FAILED = "failed.json"  # the driver's verdict: an error.json record or a reason in words, and the phase
@@ -63,10 +63,6 @@ def read_json(path: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return d if isinstance(d, dict) else None
-
-
-def read_done(folder: Path) -> dict | None:
-    return read_json(folder / DONE)
 
 
 def read_failed(folder: Path) -> dict | None:

@@ -21,8 +21,14 @@ def is_done(node_dir: Path) -> bool:
     return (Path(node_dir) / DONE).is_file()
 
 
-def read_done(node_dir: Path) -> dict[str, Any]:
-    return json.loads((Path(node_dir) / DONE).read_text())
+def read_done(node_dir: Path) -> dict[str, Any] | None:
+    """The node's final metrics; ``None`` when it has no ``done.json`` (or one that is not a JSON object —
+    it is written atomically, so only a hand edit makes that). The one reader of ``done.json``."""
+    try:
+        d = json.loads((Path(node_dir) / DONE).read_text())
+    except (OSError, ValueError):
+        return None
+    return d if isinstance(d, dict) else None
 
 
 def write_json(path: Path, obj: Any, indent: int | None = None) -> None:

@@ -69,7 +69,10 @@ def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str
     """
     out_dir = Path(out_dir)
     if is_done(out_dir):
-        return read_done(out_dir)
+        done = read_done(out_dir)
+        if done is None:
+            raise RuntimeError(f"{out_dir / 'done.json'}: not a JSON object; delete the node folder to rerun it")
+        return done
     out_dir.mkdir(parents=True, exist_ok=True)
     device = device_of(cfg)
     ins = {k: Path(v) for k, v in inputs.items()}
@@ -82,10 +85,8 @@ def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str
     if cfg.deterministic:
         torch.use_deterministic_algorithms(True, warn_only=True)
     val = open_split(cfg, "target", "val")
-    common = dict(out_dir=out_dir, val=val, num_classes=cfg.data.num_classes, eval_interval=cfg.eval.interval,
-                  checkpoint_interval=cfg.checkpoint_interval, log_interval=cfg.log_interval, reporter=reporter,
-                  resume=resume, log=log, metrics_log=metrics_log, eval_batch_size=cfg.eval.batch_size,
-                  eval_max_images=cfg.eval.max_images, stop_after=stop_after, stage_name=node.name)
+    common = dict(reporter=reporter, resume=resume, log=log, metrics_log=metrics_log, stop_after=stop_after,
+                  stage_name=node.name)
     from proda.method import stages  # noqa: PLC0415 - keeps `import proda.engine` light
 
     if node.kind == "pseudo":
@@ -106,7 +107,7 @@ def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str
 
         stage = SSLStage(cfg, new_model(cfg).backbone, _unlabelled(open_split(cfg, "source", "train")),
                          _unlabelled(open_split(cfg, "target", "train")), device, seed)
-        last = run_stage(stage, steps=cfg.ssl.steps, **{**common, "val": None})
+        last = run_stage(stage, cfg.ssl.steps, out_dir, **common)
         if "stopped_at" in last:
             return last
         if ddp.is_main():
@@ -151,7 +152,7 @@ def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str
             steps = cfg.distill.steps
         else:
             raise ValueError(f"unknown node kind '{node.kind}'")
-        last = run_stage(stage, steps=steps, **common)
+        last = run_stage(stage, steps, out_dir, val, **common)
         if "stopped_at" in last:
             return last
         if ddp.is_main():

@@ -27,6 +27,12 @@ from proda.evaluation import ConfusionMatrix
 Reporter = Callable[[dict[str, Any]], None]
 
 
+class Notice(str):
+    """A log line that reaches the user even when the caller keeps the step lines quiet (the runner without
+    ``--verbose``): e.g. that a stage resumed from its checkpoint rather than starting over. A ``str``, so
+    every ``log`` callable takes it as it takes any line."""
+
+
 class NonFiniteLoss(RuntimeError):
     """A loss became NaN/inf; the message names the stage, step and loss term."""
 
@@ -78,16 +84,18 @@ class JsonlLog:
             f.write(line.encode())
 
 
-def run_stage(stage, *, steps: int, out_dir: str | Path, val: Split | None, num_classes: int,
-              eval_interval: int, checkpoint_interval: int, log_interval: int = 50,
-              reporter: Reporter | None = None, resume: bool = True, log: Callable[[str], None] = print,
-              metrics_log: Path | None = None, eval_batch_size: int = 16, eval_max_images: int | None = None,
+def run_stage(stage, steps: int, out_dir: str | Path, val: Split | None = None, *, reporter: Reporter | None = None,
+              resume: bool = True, log: Callable[[str], None] = print, metrics_log: Path | None = None,
               stop_after: int | None = None, stage_name: str | None = None) -> dict[str, Any]:
     """Train ``stage`` for ``steps`` optimiser steps; return the last evaluation's metrics.
 
+    The loop's settings are the stage's config's: ``log_interval``, ``checkpoint_interval``, and, with a
+    ``val`` split, ``eval.interval`` / ``eval.batch_size`` / ``eval.max_images`` over ``data.num_classes``.
     Checkpoints go to ``out_dir/checkpoint.pt`` (atomically replaced); ``resume`` continues from it.
     ``stop_after`` stops (as if killed) after that many steps of this call — for resume tests.
     """
+    cfg = stage.cfg
+    log_interval, checkpoint_interval, eval_interval = cfg.log_interval, cfg.checkpoint_interval, cfg.eval.interval
     out_dir = Path(out_dir)
     name = stage_name or stage.name
     ck_path = out_dir / "checkpoint.pt"
@@ -100,8 +108,8 @@ def run_stage(stage, *, steps: int, out_dir: str | Path, val: Split | None, num_
         rng = st["rng"] if ddp.is_main() else ckpt.load(out_dir / f"rng_rank{ddp.rank()}.pt")
         ckpt.set_rng_state(rng, stage.generators)
         start, last_eval = int(st["step"]), st.get("last_eval", {})
-        log(f"[{name}] resumed from step {start}")
-    accum = stage.cfg.optim.grad_accum
+        log(Notice(f"[{name}] resumed from step {start}"))
+    accum = cfg.optim.grad_accum
     t0, seen, done_in_call = time.perf_counter(), 0, 0
     bad = None  # accumulated non-finite flags per loss term, checked at log steps only (no per-step sync)
     for step in range(start, steps):
@@ -134,7 +142,8 @@ def run_stage(stage, *, steps: int, out_dir: str | Path, val: Split | None, num_
         metrics = None
         if val is not None and ((step + 1) % eval_interval == 0 or last):
             te = time.perf_counter()
-            cm = evaluate(stage.eval_model, val, num_classes, stage.device, eval_batch_size, eval_max_images)
+            cm = evaluate(stage.eval_model, val, cfg.data.num_classes, stage.device, cfg.eval.batch_size,
+                          cfg.eval.max_images)
             last_eval = eval_metrics(cm)
             metrics = {"stage": name, "step": step + 1, "kind": "eval", **last_eval,
                        "eval_seconds": time.perf_counter() - te}
