@@ -12,7 +12,8 @@ train* at the model's output resolution (labels downsampled by nearest neighbour
   above ``classifier`` (a benchmark check, it uses target labels and trains nothing);
 * ``rectified``: accuracy of ξ(ω ⊙ p_{t,0}) with the prototypes PD really starts from (centroids under the
   warm-up's own argmax, ``pseudo.pt``), i.e. what PD's denoising does at its first step;
-* per frequent class (≥ 3 % of target pixels): precision and recall of the hard pseudo labels;
+* per frequent class (≥ 3 % of target pixels): precision and recall of the argmax, and the precision of the
+  hard pseudo labels ST trains on (``confident_precision``: ξ(p) where max p ≥ ``stage1.threshold``);
 * the largest confusions (true → predicted, share of all pixels).
 
 Prints one JSON line per node. Nothing here is used for training or model selection.
@@ -40,7 +41,8 @@ from proda.data.classes import class_names  # noqa: E402
 from proda.data.stream import eval_batches, open_split, to_device  # noqa: E402
 from proda.engine.nodes import load_model  # noqa: E402
 from proda.evaluation import ConfusionMatrix  # noqa: E402
-from proda.method.prototypes import CentroidAccumulator, proto_distances, proto_softmax, rectify  # noqa: E402
+from proda.method.prototypes import (CentroidAccumulator, hard_label, proto_distances, proto_softmax,  # noqa: E402
+                                    rectify)
 
 
 def _accuracy(cm: ConfusionMatrix) -> float:
@@ -85,9 +87,13 @@ def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, bat
     m = cms["classifier"].mat.double()
     share = m.sum(1) / m.sum()
     names = class_names(k)
+    conf = ConfusionMatrix(k)  # the hard labels ST trains on: ξ(p) where max p ≥ stage1.threshold
+    conf.update(hard_label(prob, cfg.stage1.threshold), lab)
+    mc = conf.mat.double()
     frequent = {names[c]: {"share": round(100 * float(share[c]), 1),
                            "precision": round(100 * float(m[c, c] / m[:, c].sum().clamp_min(1)), 1),
-                           "recall": round(100 * float(m[c, c] / m[c].sum().clamp_min(1)), 1)}
+                           "recall": round(100 * float(m[c, c] / m[c].sum().clamp_min(1)), 1),
+                           "confident_precision": round(100 * float(mc[c, c] / mc[:, c].sum().clamp_min(1)), 1)}
                 for c in range(k) if share[c] >= 0.03}
     off = m.clone()
     off.fill_diagonal_(0)

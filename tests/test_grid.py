@@ -88,15 +88,15 @@ def test_custom_variant_starts_from_base_and_applies_components():
 # -- merging ---------------------------------------------------------------------------------------
 def test_default_spec_merges_shared_prefixes_exactly():
     plan = expand(DEFAULT_SPEC)  # 8 variants × 3 seeds
-    # per seed: source-only 1 node, warmup 1, warmup+ 2, st/st+sce/pd/pd+sl 3 each, proda 8 (ssl first) → 24 naive
-    assert len(plan.rows) == 24 and plan.naive_nodes == 3 * 24
+    # per seed: source-only 1 node, warmup 1, warmup+ 2, st/st+sce/pd/pd+sl 3 each, proda 6 (ssl first; the
+    # synthetic preset's one KD round) → 22 naive
+    assert len(plan.rows) == 24 and plan.naive_nodes == 3 * 22
     # per seed merged: 1 ssl, 2 warm-ups (source, adversarial), 1 warmup+, 1 pseudo0, 4 stage1 (st, st+sce, pd,
-    # pd+sl = proda's), pseudo1, distill1, pseudo2, distill2 → 13
+    # pd+sl = proda's), pseudo1, distill1 → 11
     assert phase_counts(plan) == {"ssl": 3, "warmup": 6, "warmup+": 3, "pseudo0": 3, "stage1": 12, "pseudo1": 3,
-                                  "distill1": 3, "pseudo2": 3, "distill2": 3}
-    assert len(plan.nodes) == 39
-    assert plan.phases == ["ssl", "warmup", "warmup+", "pseudo0", "stage1", "pseudo1", "distill1", "pseudo2",
-                           "distill2"]
+                                  "distill1": 3}
+    assert len(plan.nodes) == 33
+    assert plan.phases == ["ssl", "warmup", "warmup+", "pseudo0", "stage1", "pseudo1", "distill1"]
     rows = {(r.variant, r.seed): r for r in plan.rows}
     for seed in (0, 1, 2):
         src, wu = rows["source-only", seed].nodes, rows["warmup", seed].nodes
@@ -107,7 +107,7 @@ def test_default_spec_merges_shared_prefixes_exactly():
         assert len({r.nodes[0] for r in st_like}) == 1 and st_like[0].nodes[0] == wu[0]
         assert len({r.nodes[1] for r in st_like}) == 1  # one pseudo0 per seed
         assert len({r.nodes[2] for r in st_like}) == 4  # pd+sl and proda share stage 1
-        proda = rows["proda", seed].nodes  # ssl, warmup, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2
+        proda = rows["proda", seed].nodes  # ssl, warmup, pseudo0, stage1, pseudo1, distill1
         assert proda[1:4] == rows["pd+sl", seed].nodes
         assert [plan.nodes[n].phase for n in proda] == [p for p in plan.phases if p != "warmup+"]
         assert rows["proda", seed].final == proda[-1]
@@ -237,7 +237,7 @@ def test_a_plan_holds_the_chains_own_nodes_with_their_ids_and_the_record_plan_js
 def test_summary_reports_merging():
     text = expand(DEFAULT_SPEC).summary()
     assert "= 24 rows" in text and "stage1" in text and "saved" in text
-    assert "total          39     72           33" in text
+    assert "total          33     66           33" in text
 
 
 @pytest.mark.parametrize("name", ["default", "smoke", "sensitivity"])
