@@ -93,7 +93,8 @@ def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, bat
     frequent = {names[c]: {"share": round(100 * float(share[c]), 1),
                            "precision": round(100 * float(m[c, c] / m[:, c].sum().clamp_min(1)), 1),
                            "recall": round(100 * float(m[c, c] / m[c].sum().clamp_min(1)), 1),
-                           "confident_precision": round(100 * float(mc[c, c] / mc[:, c].sum().clamp_min(1)), 1)}
+                           "confident_precision": (round(100 * float(mc[c, c] / mc[:, c].sum()), 1)
+                                                   if mc[:, c].sum() > 0 else None)}  # None: no confident label
                 for c in range(k) if share[c] >= 0.03}
     off = m.clone()
     off.fill_diagonal_(0)
