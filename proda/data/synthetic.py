@@ -7,8 +7,8 @@ motorcycles, poles with traffic signs and lights, trees. Objects shrink towards 
 
 * ``source`` — "rendered" (GTA5-like): saturated flat colours, sharp edges, almost no noise.
 * ``target`` — "real" (Cityscapes-like): another, muted palette; a warm tint of the whole domain, darker
-  exposure; per-image colour cast, saturation, brightness and gamma; texture, haze, blur and sensor noise; other class frequencies (more persons,
-  bicycles, trees; fewer trucks, buses, walls). Within a domain some classes share colours (building /
+  exposure; per-image colour cast, saturation, brightness and gamma; texture, haze, blur and sensor noise;
+  other class frequencies (more persons, bicycles, trees; fewer trucks, buses, walls). Within a domain some classes share colours (building /
   wall, grey building / overcast sky, glass / sky, green truck / vegetation), and the target moves the
   source's colours, so colour alone misleads: a model needs shape, position and context.
 
