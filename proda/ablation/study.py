@@ -14,14 +14,13 @@ file is written atomically, so a reader sees the old file or the new one.
 
 from __future__ import annotations
 
-import json
 import traceback
 from pathlib import Path
 from typing import Any
 
 from proda.ablation.grid import Plan
 from proda.checkpoint import atomic_write
-from proda.engine.folder import is_done, read_done, write_json  # noqa: F401 - read_done re-exported
+from proda.engine.folder import is_done, read_done, read_json, write_json  # noqa: F401 - read_done re-exported
 
 PLAN = "plan.json"
 FAILED = "failed.json"  # the driver's verdict: an error.json record or a reason in words, and the phase
@@ -54,15 +53,6 @@ def status(folder: Path) -> str:
 
 def node_status(study_dir: Path, node_id: str) -> str:
     return status(node_dir(study_dir, node_id))
-
-
-def read_json(path: Path) -> dict | None:
-    """A JSON object from ``path``; ``None`` when it is missing, unreadable or not an object."""
-    try:
-        d = json.loads(Path(path).read_text())
-    except (OSError, ValueError):
-        return None
-    return d if isinstance(d, dict) else None
 
 
 def read_failed(folder: Path) -> dict | None:

@@ -21,14 +21,19 @@ def is_done(node_dir: Path) -> bool:
     return (Path(node_dir) / DONE).is_file()
 
 
-def read_done(node_dir: Path) -> dict[str, Any] | None:
-    """The node's final metrics; ``None`` when it has no ``done.json`` (or one that is not a JSON object —
-    it is written atomically, so only a hand edit makes that). The one reader of ``done.json``."""
+def read_json(path: Path) -> dict | None:
+    """A JSON object from ``path``; ``None`` when it is missing, unreadable or not an object."""
     try:
-        d = json.loads((Path(node_dir) / DONE).read_text())
+        d = json.loads(Path(path).read_text())
     except (OSError, ValueError):
         return None
     return d if isinstance(d, dict) else None
+
+
+def read_done(node_dir: Path) -> dict[str, Any] | None:
+    """The node's final metrics; ``None`` when it has no ``done.json`` (or one that is not a JSON object —
+    it is written atomically, so only a hand edit makes that). The one reader of ``done.json``."""
+    return read_json(Path(node_dir) / DONE)
 
 
 def write_json(path: Path, obj: Any, indent: int | None = None) -> None:
