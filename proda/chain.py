@@ -127,18 +127,45 @@ def phase_position(name: str) -> int:
     raise ValueError(f"unknown phase '{name}'")
 
 
+# network passes per image of a training step (a forward counts 1, a backward 2); the discriminator of the
+# adversarial warm-up as 1.5: measured at disc_channels 16, an adversarial step costs 2.7× a source step
+_FWD, _FWD_BWD, _DISC = 1.0, 3.0, 1.5
+
+
+def step_passes(kind: str, cfg: Config) -> float:
+    """Network passes per image of one training step of a ``kind`` node: what makes the kinds' costs comparable.
+
+    Source CE 3; adversarial warm-up: + the target image's 3 + the discriminator; stage 1: the source CE (when
+    ``stage1.source_ce``) + the weak view's 3, + the momentum encoder's forward on the full image (PD or SL: × its
+    area over the crop's), + the strong view's 3 (SL); distillation: the student's 3 + 3 and the teacher's 1.
+    """
+    if kind in ("warmup", "extend"):
+        return _FWD_BWD + (_FWD_BWD + _DISC if cfg.warmup.kind == "adversarial" else 0.0)
+    if kind == "stage1":
+        s = cfg.stage1
+        (h, w), (ch, cw) = cfg.data.full_size, cfg.data.crop
+        return ((_FWD_BWD if s.source_ce else 0.0) + _FWD_BWD + (_FWD * h * w / (ch * cw) if s.pd or s.sl else 0.0)
+                + (_FWD_BWD if s.sl else 0.0))
+    if kind == "distill":
+        return 2 * _FWD_BWD + _FWD
+    raise ValueError(f"step_passes: '{kind}' is not a segmentation training kind")
+
+
 def est_cost(kind: str, cfg: Config) -> float:
-    """Compute units: optimiser steps × batch; ssl: × 2 views × their area / the crop's (views are backbone-only
-    passes, so this overstates it); pseudo labels: target-train images × (2 if flip) / 8."""
+    """Compute units: images × network passes (:func:`step_passes`), so one unit costs about the same in every
+    kind. Training: optimiser steps × batch × passes per image; pseudo labels: target-train images × (2 if flip)
+    forwards; ssl: steps × batch × 2 views × their area / the crop's × 1.5 (a backbone's forward and backward,
+    without the head: measured on the embedded benchmark, about half of a whole network's 3)."""
     if kind == "pseudo":
         from proda.data.synthetic import SyntheticSpec  # noqa: PLC0415
 
-        n = CITYSCAPES_TRAIN_IMAGES if cfg.data.target == "cityscapes" else SyntheticSpec().n_target_train
-        return n * (2 if cfg.pseudo.flip else 1) / 8
+        n = CITYSCAPES_TRAIN_IMAGES if cfg.data.target == "cityscapes" else \
+            max(8, round(SyntheticSpec().n_target_train * cfg.data.synthetic_scale))  # as stream.synthetic_spec
+        return n * (2 if cfg.pseudo.flip else 1) * _FWD
     if kind == "ssl":
         (h, w), (ch, cw) = cfg.ssl.view_size or cfg.data.crop, cfg.data.crop
-        return float(cfg.ssl.steps * cfg.ssl.batch_size * 2 * h * w / (ch * cw))
-    return float(stage_steps(kind, cfg) * cfg.data.batch_size)
+        return float(cfg.ssl.steps * cfg.ssl.batch_size * 2 * h * w / (ch * cw) * _FWD_BWD / 2)
+    return float(stage_steps(kind, cfg) * cfg.data.batch_size * step_passes(kind, cfg))
 
 
 # the config section whose ``steps`` a node kind trains for (warmup+, kind "extend", runs stage1.steps)

@@ -140,7 +140,8 @@ def test_the_control_row_continues_the_shared_warmup_for_stage1_steps():
         node = plan.nodes[more]
         assert (node.kind, node.phase, node.inputs) == ("extend", "warmup+", {"model": warm})
         cfg = node.config
-        assert node.est_cost == cfg["stage1"]["steps"] * cfg["data"]["batch_size"]
+        # the adversarial warm-up's step (3 + 3 + 1.5 passes per image), for stage1.steps
+        assert node.est_cost == cfg["stage1"]["steps"] * cfg["data"]["batch_size"] * 7.5
     # the warm-up's id does not depend on whether it is continued: every other row's ids stay as they were
     a, b = make_config("synthetic", "warmup", 0), make_config("synthetic", "warmup+", 0)
     assert node_id("warmup", a, 0, {}) == node_id("warmup", b, 0, {})
@@ -173,9 +174,15 @@ def test_cross_product_and_zip():
 def test_node_costs():
     plan = expand(AblationSpec(preset="smoke", variants=("proda",), seeds=(0,)))
     cost = {n.phase: n.est_cost for n in plan.nodes.values()}
-    assert cost["warmup"] == 40 * 8 and cost["stage1"] == 20 * 8 and cost["distill2"] == 20 * 8
-    assert cost["pseudo0"] == 1000 * 2 / 8  # 1000 synthetic target-train images, flipped
+    # images × network passes per image (forward 1, backward 2): adversarial warm-up source 3 + target 3 +
+    # discriminator 1.5; stage 1 with PD and SL: source 3 + weak 3 + momentum encoder 1 + strong 3; distillation
+    # student 3 + 3, teacher 1
+    assert cost["warmup"] == 40 * 8 * 7.5 and cost["stage1"] == 20 * 8 * 10 and cost["distill2"] == 20 * 8 * 7
+    assert cost["pseudo0"] == 250 * 2  # smoke: 1000 × 0.25 synthetic target-train images, flipped: a forward each
     assert plan.naive_cost == sum(cost.values())
+    st = expand(AblationSpec(preset="smoke", variants=("st", "source-only"), seeds=(0,)))
+    other = {(n.phase, n.config["warmup"]["kind"]): n.est_cost for n in st.nodes.values()}
+    assert other["stage1", "adversarial"] == 20 * 8 * 6 and other["warmup", "source"] == 40 * 8 * 3
 
 
 @pytest.mark.parametrize("order", [("proda", "kd-only"), ("kd-only", "proda")])

@@ -11,9 +11,9 @@ from proda.ablation.eta import Estimator, makespan
 from proda.ablation.progress import StudyProgress, rows_text
 
 
-def node(i, kind, cost, warmup="adversarial", **inputs):
-    return Node(id=i, kind=kind, name=kind, seed=0, config={"warmup": {"kind": warmup}}, inputs=inputs,
-                est_cost=cost)
+def node(i, kind, cost, warmup="adversarial", stage1=None, **inputs):
+    return Node(id=i, kind=kind, name=kind, seed=0, config={"warmup": {"kind": warmup}, "stage1": stage1 or {}},
+                inputs=inputs, est_cost=cost)
 
 
 @pytest.fixture
@@ -84,6 +84,29 @@ def test_source_only_and_adversarial_warmups_learn_their_own_rates(chain_plan):
     assert est.seconds_per_unit("warmup/adversarial") == pytest.approx(0.3)
     assert est.seconds_per_unit("warmup/source") == pytest.approx(0.1)
     assert est.seconds_per_unit("stage1") == pytest.approx(40 / 200)
+
+
+def test_stage1_flavours_and_warmup_plus_learn_from_the_closest_step(chain_plan):
+    nodes = [node("w", "warmup", 100), node("s", "warmup", 100, warmup="source"),
+             node("e", "extend", 100, model="w"), node("st", "stage1", 100, stage1={"st": True}),
+             node("pd", "stage1", 100, stage1={"st": True, "pd": True}),
+             node("sl", "stage1", 100, stage1={"st": True, "pd": True, "sl": True})]
+    plan = Plan(spec=SimpleNamespace(name="t"), nodes={n.id: n for n in nodes}, rows=[],
+                phases=["warmup", "extend", "stage1"], naive_nodes=6, naive_cost=600)
+    est = Estimator(plan, slots=6)
+    for i in plan.nodes:
+        est.start(i, 0.0)
+    est.finish("s", 10.0)  # 0.1 s per unit
+    est.finish("w", 30.0)  # 0.3
+    # warmup+ continues an adversarial warm-up: its rate, not the source-only one's
+    assert est.seconds_per_unit(("extend/adversarial", "warmup/adversarial")) == pytest.approx(0.3)
+    est.finish("sl", 50.0)  # 0.5
+    # ST's stage 1 (no momentum encoder) has no rate of its own yet: any stage 1's; then its own
+    assert est.seconds_per_unit(("stage1/st", "stage1")) == pytest.approx(0.5)
+    est.finish("st", 20.0)  # 0.2
+    assert est.seconds_per_unit(("stage1/st", "stage1")) == pytest.approx(0.2)
+    assert est.seconds_per_unit(("stage1/sl", "stage1")) == pytest.approx(0.5)
+    assert est.seconds_per_unit(("stage1/pd", "stage1")) == pytest.approx(70 / 200)
 
 
 def test_a_failed_node_and_its_branch_need_no_more_time(chain_plan):
@@ -166,7 +189,8 @@ def test_progress_lines_come_at_most_every_30_s(smoke, tmp_path):
     assert sum("progress:" in s for s in lines) == 2
     clock.t += 1
     v.tick()
-    assert lines[-1].startswith("[00:01:30] progress: 1/20 nodes done; 7% of the estimated work; ETA ")
+    share = 100 * warm.est_cost / smoke.cost
+    assert lines[-1].startswith(f"[00:01:30] progress: 1/20 nodes done; {share:.0f}% of the estimated work; ETA ")
 
 
 def test_reused_nodes_count_as_done_from_the_start(smoke, tmp_path):

@@ -31,20 +31,33 @@ def makespan(running: dict[str, float], waiting: list[str], inputs: dict[str, li
                 done.add(i)
 
 
-def rate_kind(node) -> str:
-    """What a node's seconds per unit are learnt from: its kind; a warm-up's with its flavour
-    (``warmup/source``, ``warmup/adversarial``: the adversarial one also trains the discriminator)."""
-    if node.kind == "warmup":
-        return f"warmup/{(node.config.get('warmup') or {}).get('kind', '?')}"
-    return node.kind
+def rate_keys(node) -> tuple[str, ...]:
+    """What a node's seconds per unit are learnt from, the closest first: nodes that run the same training step.
+
+    A warm-up by its flavour (``warmup/source``; ``warmup/adversarial`` also trains the discriminator), then any
+    warm-up; warmup+ (kind ``extend``) by its own flavour, then the warm-up step it continues; stage 1 by what its
+    step computes (``stage1/st``: no momentum encoder; ``stage1/pd``: with it; ``stage1/sl``: also the strong
+    view's pass), then any stage 1; other kinds by kind.
+    """
+    cfg = node.config
+    if node.kind in ("warmup", "extend"):
+        flavour = (cfg.get("warmup") or {}).get("kind", "?")
+        return (f"{node.kind}/{flavour}", f"warmup/{flavour}") if node.kind == "extend" else \
+            (f"warmup/{flavour}", "warmup")
+    if node.kind == "stage1":
+        s1 = cfg.get("stage1") or {}
+        flavour = "sl" if s1.get("sl") else "pd" if s1.get("pd") else "st"
+        return f"stage1/{flavour}", "stage1"
+    return (node.kind,)
 
 
 class Estimator:
     """The remaining wall time of a study, learnt from its finished nodes.
 
     A node's duration is its estimated cost (:func:`proda.chain.est_cost`) × seconds per unit of cost, which is,
-    the first that exists: the measured rate of the finished nodes of its kind (:func:`rate_kind`; Σ seconds /
-    Σ est_cost, seconds from start to end as the driver saw them); the measured rate of every finished node; the static
+    the first that exists: the measured rate of the finished nodes that share its closest rate key
+    (:func:`rate_keys`; Σ seconds / Σ est_cost, seconds from start to end as the driver saw them); the measured
+    rate of every finished node; the static
     estimate, 1 / the mean images/s the running nodes report (a training node's cost is the images it trains
     on). Before any of them exists the ETA is unknown (``None``). A running node still needs
     max(duration − elapsed, duration × (1 − step/steps)); the rest is the :func:`makespan` of the unfinished
@@ -90,8 +103,11 @@ class Estimator:
         self.dropped.add(i)
         return self._stop(i, t)
 
-    def seconds_per_unit(self, kind: str) -> float | None:
-        for ids in ([i for i in self.measured if rate_kind(self.plan.nodes[i]) == kind], list(self.measured)):
+    def seconds_per_unit(self, keys: str | tuple[str, ...]) -> float | None:
+        """Seconds per unit of cost for a node with these :func:`rate_keys` (one key: a str)."""
+        keys = (keys,) if isinstance(keys, str) else keys
+        groups = [[i for i in self.measured if k in rate_keys(self.plan.nodes[i])] for k in keys]
+        for ids in [*groups, list(self.measured)]:
             cost = sum(self.plan.nodes[i].est_cost for i in ids)
             if ids and cost > 0:
                 return sum(self.measured[i] for i in ids) / cost
@@ -102,7 +118,7 @@ class Estimator:
         left = [i for i in self.order if i not in self.done and i not in self.dropped]
         duration = {}
         for i in left:
-            rate = self.seconds_per_unit(rate_kind(self.plan.nodes[i]))
+            rate = self.seconds_per_unit(rate_keys(self.plan.nodes[i]))
             if rate is None:
                 return None
             duration[i] = self.plan.nodes[i].est_cost * rate
