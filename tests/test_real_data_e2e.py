@@ -146,6 +146,11 @@ def _tune_tables_and_tensorboard_explain_themselves(study: Path, plan: dict, num
         if t.config["kind"] != "ssl":  # SimCLR has no evaluation
             evals = rows[rows["kind"] == "eval"]
             assert len(evals) >= 1 and evals[["miou", *classes]].notna().all().all(), t
+            # Tune's progress.csv (its columns come from the first report, a train step) has them too
+            import pandas as pd
+
+            csv = pd.read_csv(Path(t.local_path) / "progress.csv")
+            assert csv.loc[csv["kind"] == "eval", ["miou", *classes]].notna().all().all(), t
     # TensorBoard: one run per node under STUDY/tensorboard, named <phase>-<variants>-seed<k>-<id8>, that parses
     runs = {p.name: p for p in (study / "tensorboard").iterdir()}
     assert sorted(r.rsplit("-", 1)[1] for r in runs) == sorted(i[:8] for i in plan["nodes"])

@@ -17,6 +17,7 @@ the node's ``error.json``, the full traceback in ``traceback.txt``; the driver c
 from __future__ import annotations
 
 import json
+import math
 import os
 import socket
 import time
@@ -54,7 +55,7 @@ def _train_worker(config: dict) -> None:
 
     from proda.config import Config
     from proda.engine.nodes import run_node
-    from proda.engine.trainer import NonFiniteLoss, Notice
+    from proda.engine.trainer import NonFiniteLoss, Notice, eval_class_names
 
     torch.set_num_threads(config["threads"])
     study_dir, node = Path(config["study_dir"]), config["node"]
@@ -68,11 +69,16 @@ def _train_worker(config: dict) -> None:
         if not config.get("quiet") or isinstance(s, Notice):  # a Notice (e.g. a resume) is not
             print(f"[{node.id[:8]}] {s}", flush=True)
 
+    # every report has the evaluation's columns (NaN until there is one): Tune's progress.csv takes its columns
+    # from a trial's first report, a train step, and would drop mIoU and the per-class IoU of later ones
+    cfg = Config.from_dict(node.config)
+    columns = {"miou": math.nan, **{f"iou/{c}": math.nan for c in eval_class_names(cfg.data.num_classes)}}
+
     def reporter(metrics: dict) -> None:
-        report(_flat({**metrics, "node_id": node.id}))
+        report({**columns, **_flat({**metrics, "node_id": node.id})})
 
     try:
-        res = run_node(node, Config.from_dict(node.config), node_dir, inputs, reporter=reporter, resume=True,
+        res = run_node(node, cfg, node_dir, inputs, reporter=reporter, resume=True,
                        metrics_log=node_dir / "metrics.jsonl", log=log)
     except NonFiniteLoss as e:  # deterministic: retrying cannot help; mark failed, stop this branch
         study.mark_failed(node_dir, study.record_error(node_dir, e), node.phase)
@@ -81,7 +87,7 @@ def _train_worker(config: dict) -> None:
     except Exception as e:  # recorded here, where the traceback is; Tune/Train retry the node (max_failures)
         study.record_error(node_dir, e)
         raise
-    report(_flat({**res, "node_id": node.id, "done": 1}))
+    report({**columns, **_flat({**res, "node_id": node.id, "done": 1})})
 
 
 def _node_trial(config: dict) -> None:

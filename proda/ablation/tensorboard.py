@@ -51,8 +51,11 @@ class StudyTensorBoard(LoggerCallback):
         # x: the stage's optimiser step; a pseudo-label node reports once, at its first iteration
         w, step = self._writers[trial], int(result.get("step", result.get("training_iteration", 1)))
         for k, v in result.items():
-            if k not in _NOT_CURVES and isinstance(v, (int, float)) and not isinstance(v, bool):
-                w.add_scalar(f"{result['kind']}/{k}", v, global_step=step)
+            if k in _NOT_CURVES or not isinstance(v, (int, float)) or isinstance(v, bool):
+                continue
+            if v != v and (k == "miou" or k.startswith("iou/")):  # an evaluation column the reporter pads with NaN
+                continue
+            w.add_scalar(f"{result['kind']}/{k}", v, global_step=step)
         w.flush()
 
     def log_trial_end(self, trial, failed: bool = False) -> None:

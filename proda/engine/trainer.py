@@ -58,9 +58,14 @@ def evaluate(model: torch.nn.Module, split: Split, num_classes: int, device: tor
     return cm
 
 
+def eval_class_names(num_classes: int) -> tuple[str, ...]:
+    """The names of an evaluation's per-class IoU entries (a protocol's class names, else the channel numbers)."""
+    return class_names(num_classes) if num_classes in (19, 16, 13) else tuple(str(i) for i in range(num_classes))
+
+
 def eval_metrics(cm: ConfusionMatrix, prefix: str = "") -> dict[str, Any]:
     iou = cm.iou()
-    names = class_names(cm.num_classes) if cm.num_classes in (19, 16, 13) else [str(i) for i in range(cm.num_classes)]
+    names = eval_class_names(cm.num_classes)
     return {f"{prefix}miou": 100 * cm.miou(), f"{prefix}iou": {n: 100 * float(v) for n, v in zip(names, iou)}}
 
 
