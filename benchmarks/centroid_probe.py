@@ -13,8 +13,11 @@ train* at the model's output resolution (labels downsampled by nearest neighbour
 * ``rectified``: accuracy of ξ(ω ⊙ p_{t,0}) with the prototypes PD really starts from (centroids under the
   warm-up's own argmax, ``pseudo.pt``), i.e. what PD's denoising does at its first step;
 * per frequent class (≥ 3 % of target pixels): precision and recall of the argmax, and the precision of the
-  hard pseudo labels ST trains on (``confident_precision``: ξ(p) where max p ≥ ``stage1.threshold``);
-* the largest confusions (true → predicted, share of all pixels).
+  confident labels (``confident_precision``: ξ(p) where max p ≥ 0.9, what a 0.9-threshold ST would train on);
+* the largest confusions (true → predicted, share of all pixels);
+* ``labels``: at each ``--thresholds`` value, what the ST rows' ξ(p_{t,0}) and the PD rows' ξ(ω ⊙ p_{t,0}) keep
+  (``kept``, % of the pixels), how many of those are right (``right``) and the mean over classes of the share
+  of each class's pixels labelled right (``class_recall``) — p_{t,0} as stage 1 reads it (``pseudo.pt``).
 
 Prints one JSON line per node. Nothing here is used for training or model selection.
 """
@@ -57,8 +60,19 @@ def _mean_class_accuracy(cm: ConfusionMatrix) -> float:
     return round(100 * float((m.diag()[rows > 0] / rows[rows > 0]).mean()), 2)
 
 
+def _label_stats(hard: torch.Tensor, lab: torch.Tensor, k: int, ignore: int = 255) -> dict:
+    """Coverage, pixel accuracy of the kept pixels, and mean per-class recall over all of a class's pixels."""
+    keep, valid = hard != ignore, lab < k
+    right = (hard == lab) & keep & valid
+    per_class = [float(right[lab == c].float().mean()) for c in range(k) if (lab == c).any()]
+    return {"kept": round(100 * float(keep[valid].float().mean()), 1),
+            "right": round(100 * float(right.sum() / (keep & valid).sum().clamp_min(1)), 1),
+            "class_recall": round(100 * sum(per_class) / len(per_class), 1)}
+
+
 @torch.inference_mode()
-def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, batch: int = 100) -> dict:
+def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, batch: int = 100,
+          thresholds: tuple[float, ...] = (0.0, 0.9)) -> dict:
     model = load_model(cfg, model_dir).eval()
     k = cfg.data.num_classes
     split = open_split(cfg, "target", "train")
@@ -84,11 +98,14 @@ def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, bat
         omega = proto_softmax(proto_distances(feat, pl["protos"]), tau)
         y_hat, _ = rectify(prob, omega)
         cms["rectified"].update(y_hat, lab)
+        soft = pl["soft"].float()  # p_{t,0} as stage 1 reads it (flip-averaged)
+        labels = {f"{t:g}": {"st": _label_stats(hard_label(soft, t), lab, k),
+                             "pd": _label_stats(rectify(soft, omega, threshold=t)[0], lab, k)} for t in thresholds}
     m = cms["classifier"].mat.double()
     share = m.sum(1) / m.sum()
     names = class_names(k)
-    conf = ConfusionMatrix(k)  # the hard labels ST trains on: ξ(p) where max p ≥ stage1.threshold
-    conf.update(hard_label(prob, cfg.stage1.threshold), lab)
+    conf = ConfusionMatrix(k)  # the confident labels: ξ(p) where max p ≥ 0.9
+    conf.update(hard_label(prob, 0.9), lab)
     mc = conf.mat.double()
     frequent = {names[c]: {"share": round(100 * float(share[c]), 1),
                            "precision": round(100 * float(m[c, c] / m[:, c].sum().clamp_min(1)), 1),
@@ -106,6 +123,8 @@ def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, bat
     out["classifier_miou"] = round(100 * cms["classifier"].miou(), 2)
     out["frequent"] = frequent
     out["confusions"] = confusions
+    if pseudo_dir is not None:
+        out["labels"] = labels
     return out
 
 
@@ -113,6 +132,7 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--study", type=Path, required=True)
     ap.add_argument("--tau", type=float, default=None, help="ω's temperature (default: the node config's stage1.tau)")
+    ap.add_argument("--thresholds", default="0,0.9", help="thresholds of the hard labels' table (default 0,0.9)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     plan = json.loads((args.study / "plan.json").read_text())
@@ -124,7 +144,8 @@ def main() -> int:
         pseudo = next((p for p, n in nodes.items() if n["kind"] == "pseudo" and n["inputs"].get("model") == nid
                        and (args.study / "nodes" / p / "done.json").is_file()), None)
         res = probe(cfg, args.study / "nodes" / nid, args.study / "nodes" / pseudo if pseudo else None,
-                    args.tau if args.tau is not None else cfg.stage1.tau)
+                    args.tau if args.tau is not None else cfg.stage1.tau,
+                    thresholds=tuple(float(t) for t in args.thresholds.split(",")))
         print(json.dumps({"node": nid, "seed": cfg.seed, "synthetic_seed": cfg.data.synthetic_seed, **res}), flush=True)
     return 0
 

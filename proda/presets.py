@@ -66,13 +66,14 @@ _SYNTHETIC = {  # sized for 2 CPU cores: the default study (33 nodes) within ~20
     # hard pseudo labels of distillation keep pixels with confidence ≥ 0.9 (the paper presets: 0.95)
     "pseudo": {"threshold": 0.9, "flip": True},
     # Stage 1, scaled from the paper's 30k-step, 256-channel setting by stated rules (docs/differences.md S1–S6):
-    #  threshold 0.9 for the hard labels of every row (ST: ξ(p), PD: ξ(ω ⊙ p)) — one rule, one change per row;
+    #  the hard labels of every row keep every pixel (ST: ξ(p), PD: ξ(ω ⊙ p)), as the paper's ξ and the official
+    #  code (S1): one rule, one change per row (a 0.9 threshold made ST's labels as good as PD's here: S1);
     #  λ: (1 − λ)·steps = 3, as (1 − 0.9999)·30k;  EMA encoder: the paper's per-step momentum 0.999 (S3);
     #  τ = √(C / 256) = 0.354 for C = 32 channels: distances between GroupNorm'd features grow as √C;
     #  SL: the official KL ÷ K (γ1 = 10 on the per-class-channel mean, effective 10/19);
     #  SCE rows: the target side ÷ (α − β·log 1e-4) ≈ 9.31, so it weighs against l_ce^s as ST's does (S8)
     "stage1": {"steps": 150, "lr": 5e-4, "proto_momentum": 0.98, "gamma1": 10.0, "gamma2": 0.1, "tau": 0.354,
-               "ema_momentum": 0.999, "threshold": 0.9, "official_kl_norm": True, "sce_ce_scale": True},
+               "ema_momentum": 0.999, "threshold": 0.0, "official_kl_norm": True, "sce_ce_scale": True},
     # the student starts from the seed's ssl node (SimCLR on the unlabelled train images), not from its teacher,
     # at the warm-up's learning rate (S7); one round of 1100 steps, twice its teacher's training (warm-up 400 +
     # stage 1 150), where the paper has two rounds: at this budget two 550-step students each ended below their

@@ -19,7 +19,7 @@ K = 19
 
 def _step(cache, other=None, **switches):
     """One stage-1 micro step on the tiny smoke slice (fixed weights, soft labels and prototypes); ŷ keeps
-    every pixel unless ``threshold`` is given (the smoke preset's stage1.threshold is 0.9)."""
+    every pixel unless ``threshold`` is given (as the smoke preset's stage1.threshold 0)."""
     switches.setdefault("threshold", 0.0)
     cfg = tiny_config(cache, "pd+sl", **{f"stage1.{k}": v for k, v in switches.items()}, **(other or {}))
     torch.manual_seed(0)
