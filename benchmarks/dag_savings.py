@@ -3,8 +3,8 @@
 
     python benchmarks/dag_savings.py
 
-Nothing is trained: costs are the plan's estimates (optimiser steps × batch for training nodes,
-target-train images × flips / 8 for pseudo-label nodes). The last line printed is one JSON object.
+Nothing is trained: costs are the plan's estimates (`proda.chain.est_cost`: images × network passes,
+so the kinds' units are comparable). The last line printed is one JSON object.
 """
 
 from __future__ import annotations

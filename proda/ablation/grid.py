@@ -295,7 +295,7 @@ class Plan:
         lines.append(f"{'total':<10} {total:>6} {self.naive_nodes:>6} {self.naive_nodes - total:>12}")
         saved = 1 - self.cost / self.naive_cost if self.naive_cost else 0.0
         lines.append(f"estimated work: {self.cost:,.0f} units merged vs {self.naive_cost:,.0f} with one chain "
-                     f"per row ({100 * saved:.1f}% saved; units = optimiser steps × batch)")
+                     f"per row ({100 * saved:.1f}% saved; units = images × network passes)")
         return "\n".join(lines)
 
 
