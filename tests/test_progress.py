@@ -124,6 +124,19 @@ def smoke():
     return expand(SMOKE_SPEC)
 
 
+def test_the_static_estimate_reads_a_nodes_images_per_s_as_its_own_duration(smoke):
+    """Before any node finished: a node reporting N images/s is estimated at (steps × batch) / N seconds, whatever
+    its kind's passes per image (the costs are images × passes)."""
+    from proda.ablation.eta import rate_keys
+
+    est = Estimator(smoke, slots=2)
+    warm = next(n for n in smoke.nodes.values() if n.kind == "warmup" and n.config["warmup"]["kind"] == "adversarial")
+    est.start(warm.id, 0.0)
+    est.report(warm.id, img_s=8.0)
+    images = warm.config["warmup"]["steps"] * warm.config["data"]["batch_size"]
+    assert est.seconds_per_unit(rate_keys(warm)) * warm.est_cost == pytest.approx(images / 8.0)
+
+
 def view(plan, tmp_path, clock, **kw):
     lines = []
     v = StudyProgress(plan, tmp_path, list(plan.nodes), slots=2, tty=False, write=lines.append, clock=clock, **kw)

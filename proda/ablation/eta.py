@@ -5,6 +5,7 @@ study's slots, in the searcher's order."""
 from __future__ import annotations
 
 from proda.ablation.grid import Plan
+from proda.chain import STEPS_SECTION
 
 
 def makespan(running: dict[str, float], waiting: list[str], inputs: dict[str, list[str]],
@@ -51,6 +52,15 @@ def rate_keys(node) -> tuple[str, ...]:
     return (node.kind,)
 
 
+def units_per_image(node) -> float:
+    """A training node's estimated cost per image it trains on — its network passes per image — from its plan
+    entry (steps and batch of its config); 1 where the entry does not give them."""
+    cfg = node.config
+    steps = (cfg.get(STEPS_SECTION.get(node.kind, "")) or {}).get("steps")
+    batch = (cfg.get("ssl" if node.kind == "ssl" else "data") or {}).get("batch_size")
+    return node.est_cost / (steps * batch) if steps and batch else 1.0
+
+
 class Estimator:
     """The remaining wall time of a study, learnt from its finished nodes.
 
@@ -58,8 +68,8 @@ class Estimator:
     the first that exists: the measured rate of the finished nodes that share its closest rate key
     (:func:`rate_keys`; Σ seconds / Σ est_cost, seconds from start to end as the driver saw them); the measured
     rate of every finished node; the static
-    estimate, 1 / the mean images/s the running nodes report (a training node's cost is the images it trains
-    on). Before any of them exists the ETA is unknown (``None``). A running node still needs
+    estimate, 1 / the mean of the running nodes' reported images/s × their units per image
+    (:func:`units_per_image`). Before any of them exists the ETA is unknown (``None``). A running node still needs
     max(duration − elapsed, duration × (1 − step/steps)); the rest is the :func:`makespan` of the unfinished
     nodes on ``slots`` slots, in the searcher's order (longest estimated chain first)."""
 
@@ -70,7 +80,7 @@ class Estimator:
         self.done, self.dropped = set(done), set()  # dropped: failed or skipped, no work left
         self.started_at: dict[str, float] = {}  # running node → when it started
         self.fraction: dict[str, float] = {}  # running node → step/steps of its last report
-        self.img_s: dict[str, float] = {}  # running node → images/s of its last report
+        self.img_s: dict[str, float] = {}  # running node → units/s of its last report (images/s × units per image)
         self.measured: dict[str, float] = {}  # finished node → seconds
         self.order = run_order(plan, plan.nodes)
         self.inputs = {i: list(n.inputs.values()) for i, n in plan.nodes.items()}
@@ -82,7 +92,7 @@ class Estimator:
         if fraction is not None:
             self.fraction[i] = min(max(fraction, 0.0), 1.0)
         if img_s is not None and img_s > 0:
-            self.img_s[i] = img_s
+            self.img_s[i] = img_s * units_per_image(self.plan.nodes[i])
 
     def _stop(self, i: str, t: float) -> float | None:
         self.fraction.pop(i, None)
