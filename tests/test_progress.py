@@ -221,3 +221,20 @@ def test_rows_are_cut_to_the_width_with_their_count():
     assert rows_text(rows[:2]) == "variant0 seed0, variant1 seed0"
     cut = rows_text(rows, width=50)
     assert cut == "variant0 seed0, variant1 seed0, … (8 rows)" and len(cut) <= 50
+
+
+def test_on_a_terminal_a_tqdm_bar_for_the_study_and_a_line_per_running_node(smoke, tmp_path, capsys):
+    """tty: the study's bar (nodes done, share of the work, ETA) and one line per running node (phase, id, seed,
+    step/steps, img/s, the rows it serves); the event lines print above the bars."""
+    clock = Clock()
+    v = StudyProgress(smoke, tmp_path, list(smoke.nodes), slots=2, tty=True, clock=clock, events_file=False)
+    warm = next(n for n in smoke.nodes.values() if n.kind == "warmup")
+    v.started(warm.id, ["warmup seed0", "st seed0"])
+    clock.t += 5
+    v.reported(warm.id, {"kind": "train", "step": 10, "images_per_s": 12.5})
+    v._refresh(force=True)
+    v.close()
+    out = capsys.readouterr().out
+    assert f"study {smoke.spec.name}" in out and "0/20 nodes" in out and "% of the work · ETA" in out
+    assert f"warmup    {warm.id[:8]} seed 0  step 10/{warm.config['warmup']['steps']}  12.5 img/s  warmup seed0, st seed0" in out
+    assert f"started warmup {warm.id[:8]} seed 0 for warmup seed0, st seed0" in out

@@ -94,7 +94,8 @@ def test_a_node_runs_as_a_two_rank_ddp_worker_group(tmp_path, synthetic_cache):
 @pytest.mark.slow
 def test_the_default_output_is_one_line_per_node_event_without_tunes_boxes(tmp_path, synthetic_cache, ray_address):
     """Off a terminal (here: a pipe) a study prints one line per node event, not Tune's experiment box, trial
-    tables and config/result boxes, nor each node's step lines or Ray Train's local-mode notice."""
+    tables and config/result boxes, nor each node's step lines or Ray Train's local-mode notice; ``--verbose``
+    brings Tune's reporter and the step lines back."""
     import yaml
 
     grid = tmp_path / "quiet.yaml"
@@ -117,3 +118,10 @@ def test_the_default_output_is_one_line_per_node_event_without_tunes_boxes(tmp_p
         assert noise not in out, noise
     events = [json.loads(s)["event"] for s in (tmp_path / "quiet" / "events.jsonl").read_text().splitlines()]
     assert events == ["begin", "started", "finished", "end"]
+    # --verbose brings them back: Tune's reporter and the node's own step lines (a fresh study folder: it reruns)
+    loud = _run(["experiments/ablation.py", "--grid", str(grid), "--storage", str(tmp_path / "loud"), "--address",
+                 ray_address, "--verbose"], env, timeout=600)
+    out = loud.stdout + loud.stderr
+    assert loud.returncode == 0, out[-3000:]
+    assert "[warmup] step 2/4" in out, out[-3000:]
+    assert any(s in out for s in ("Trial status", "== Status ==", "Current time")), out[-3000:]
