@@ -4,8 +4,9 @@
                                       [--set model.init=ssl ...]
 
 Runs the merged DAG of the Table-3 variants and the control row node by node (finished nodes are reused:
-rerun to resume), trains a target-supervised oracle per seed with the same budget as the warm-up (its
-backbone, like every warm-up's, from the seed's ssl node when ``model.init=ssl``), and prints the ablation
+rerun to resume), trains a target-supervised oracle per seed for as many steps as the study's longest training
+(the distillation student's ``distill.steps`` when it is longer than the warm-up; ``--oracle-steps N`` to set it;
+its backbone, like every warm-up's, from the seed's ssl node when ``model.init=ssl``), and prints the ablation
 table, the per-class table and, last, one JSON line
 ``{"miou": {variant: mean}, "std": {variant: std}, "oracle_miou": .., "gap_closed_by_proda": {seed: share},
 "seconds": ..}``, after a table of each step's paired Δ with its per-seed values (issue 12's ordering).
@@ -41,10 +42,11 @@ from proda.presets import make_config  # noqa: E402
 from proda.train import parse_sets  # noqa: E402
 
 
-def oracle(preset: str, seed: int, out: Path, study: Path, overrides: dict | None = None) -> float:
-    """Target-supervised training (the labels of target train), same steps as the warm-up: the upper bound.
-    With ``model.init=ssl`` its backbone starts, like the warm-ups', from the seed's ssl node in ``study``."""
-    cfg = make_config(preset, "source-only", seed, overrides)
+def oracle(preset: str, seed: int, out: Path, study: Path, overrides: dict | None = None,
+           steps: int | None = None) -> float:
+    """Target-supervised training (the labels of target train) for ``steps`` (default: the warm-up's): the upper
+    bound. With ``model.init=ssl`` its backbone starts, like the warm-ups', from the seed's ssl node in ``study``."""
+    cfg = make_config(preset, "source-only", seed, {**(overrides or {}), **({"warmup.steps": steps} if steps else {})})
     if cfg.model.init == "ssl":
         out = out.with_name(out.name + "-ssl")
     done = out / "oracle.json"
@@ -96,6 +98,8 @@ def main() -> int:
     ap.add_argument("--preset", default="synthetic")
     ap.add_argument("--seeds", default="0,1,2")
     ap.add_argument("--study", type=Path, default=Path("runs/ablation-cpu"))
+    ap.add_argument("--oracle-steps", type=int, default=None,
+                    help="the oracle's steps (default: the longest training of the study, warm-up or student)")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                     help="a config field for every row and the oracle, e.g. model.init=ssl")
     args = ap.parse_args()
@@ -108,11 +112,13 @@ def main() -> int:
     print(plan.summary(), flush=True)
     t0 = time.perf_counter()
     run_study_local(plan, args.study, log=lambda s: print(s, flush=True) if "eval" in s or "pseudo" in s else None)
-    oracles = [oracle(args.preset, s, args.study / "oracle" / f"seed{s}", args.study.resolve(), overrides)
-               for s in seeds]
+    longest = make_config(args.preset, "proda", seeds[0], overrides)
+    steps = args.oracle_steps or max(longest.warmup.steps, longest.distill.steps if longest.distill.rounds else 0)
+    oracles = [oracle(args.preset, s, args.study / "oracle" / f"seed{s}-{steps}steps", args.study.resolve(),
+                      overrides, steps) for s in seeds]
     seconds = time.perf_counter() - t0
     print(R.report(args.study))
-    print(f"\noracle (target-supervised): {statistics.mean(oracles):.2f} ± "
+    print(f"\noracle (target-supervised, {steps} steps): {statistics.mean(oracles):.2f} ± "
           f"{statistics.stdev(oracles) if len(oracles) > 1 else 0:.2f}")
     sc = R.scores(R.collect(args.study), "last")
     miou, std = {}, {}
@@ -124,7 +130,7 @@ def main() -> int:
                 for v in TABLE3_VARIANTS}
     print("\n" + paired_report(per_seed))
     gap = gap_closed(per_seed, dict(zip(seeds, oracles)))
-    print(json.dumps({"miou": miou, "std": std, "oracle_miou": round(statistics.mean(oracles), 2),
+    print(json.dumps({"miou": miou, "std": std, "oracle_miou": round(statistics.mean(oracles), 2), "oracle_steps": steps,
                       "gap_closed_by_proda": gap, "seconds": round(seconds, 1)}))
     return 0
 
