@@ -130,7 +130,8 @@ def main() -> int:
                 for v in TABLE3_VARIANTS}
     print("\n" + paired_report(per_seed))
     gap = gap_closed(per_seed, dict(zip(seeds, oracles)))
-    print(json.dumps({"miou": miou, "std": std, "oracle_miou": round(statistics.mean(oracles), 2), "oracle_steps": steps,
+    print(json.dumps({"miou": miou, "std": std, "oracle_miou": round(statistics.mean(oracles), 2),
+                      "oracle_steps": steps,
                       "gap_closed_by_proda": gap, "seconds": round(seconds, 1)}))
     return 0
 

@@ -6,8 +6,9 @@ time that run really still took, from the study's event log (``STUDY/events.json
     python benchmarks/eta_accuracy.py /tmp/s/default     # a markdown table; the last line is one JSON object
 
 ``--replay`` feeds the run's start / finish events to the current estimator (:class:`proda.ablation.eta.Estimator`,
-the nodes' costs by the current :func:`proda.chain.est_cost`, on as many slots as the run had nodes running at once) and shows its ETA beside the live one: an estimator change
-measured on a run already made (the replay has no step reports, so a running node's step fraction is missing).
+the nodes' costs by the current :func:`proda.chain.est_cost`, on as many slots as the run had nodes running at
+once) and shows its ETA beside the live one: an estimator change measured on a run already made (the replay has
+no step reports, so a running node's step fraction is missing).
 
 Rows: every node that finished (``--all``: every event). Error = (ETA − true remaining) / true remaining; the
 summary's figure is its largest size from half-way through the run until 90 % of it (in the last tenth the

@@ -67,7 +67,8 @@ _SYNTHETIC = {  # sized for 2 CPU cores: the default study (33 nodes) within ~20
     "pseudo": {"threshold": 0.9, "flip": True},
     # Stage 1, scaled from the paper's 30k-step, 256-channel setting by stated rules (docs/differences.md S1–S6):
     #  the hard labels of every row keep every pixel (ST: ξ(p), PD: ξ(ω ⊙ p)), as the official stage 1 (and eq. 4's
-    #  ŷ = ξ(ω ⊙ p), written without one): one rule, one change per row (a 0.9 threshold made ST's labels as good as PD's: S1);
+    #  ŷ = ξ(ω ⊙ p), written without one): one rule, one change per row (S1: a 0.9 threshold made ST's labels as
+    #  good as PD's);
     #  λ: (1 − λ)·steps = 3, as (1 − 0.9999)·30k;  EMA encoder: the paper's per-step momentum 0.999 (S3);
     #  τ = √(C / 256) = 0.354 for C = 32 channels: distances between GroupNorm'd features grow as √C;
     #  SL: the official KL ÷ K (γ1 = 10 on the per-class-channel mean, effective 10/19);

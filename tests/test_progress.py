@@ -236,5 +236,6 @@ def test_on_a_terminal_a_tqdm_bar_for_the_study_and_a_line_per_running_node(smok
     v.close()
     out = capsys.readouterr().out
     assert f"study {smoke.spec.name}" in out and "0/20 nodes" in out and "% of the work · ETA" in out
-    assert f"warmup    {warm.id[:8]} seed 0  step 10/{warm.config['warmup']['steps']}  12.5 img/s  warmup seed0, st seed0" in out
+    steps = warm.config["warmup"]["steps"]
+    assert f"warmup    {warm.id[:8]} seed 0  step 10/{steps}  12.5 img/s  warmup seed0, st seed0" in out
     assert f"started warmup {warm.id[:8]} seed 0 for warmup seed0, st seed0" in out
