@@ -160,7 +160,7 @@ def est_cost(kind: str, cfg: Config) -> float:
         from proda.data.synthetic import SyntheticSpec  # noqa: PLC0415
 
         n = CITYSCAPES_TRAIN_IMAGES if cfg.data.target == "cityscapes" else \
-            max(8, round(SyntheticSpec().n_target_train * cfg.data.synthetic_scale))  # as stream.synthetic_spec
+            SyntheticSpec().scaled(cfg.data.synthetic_scale).n_target_train
         return n * (2 if cfg.pseudo.flip else 1) * _FWD
     if kind == "ssl":
         (h, w), (ch, cw) = cfg.ssl.view_size or cfg.data.crop, cfg.data.crop

@@ -157,14 +157,9 @@ def to_device(img: torch.Tensor, lab: torch.Tensor | None, device: torch.device)
 
 def synthetic_spec(cfg: Config):
     """The embedded benchmark's spec for ``cfg``: default size × ``data.synthetic_scale``."""
-    import dataclasses
-
     from proda.data.synthetic import SyntheticSpec
 
-    base = SyntheticSpec(seed=cfg.data.synthetic_seed)
-    counts = {f.name: max(8, round(getattr(base, f.name) * cfg.data.synthetic_scale))
-              for f in dataclasses.fields(base) if f.name.startswith("n_")}
-    return dataclasses.replace(base, **counts)
+    return SyntheticSpec(seed=cfg.data.synthetic_seed).scaled(cfg.data.synthetic_scale)
 
 
 def open_split(cfg: Config, domain: str, split: str) -> Split:

@@ -23,6 +23,7 @@ image does not depend on how many are generated. :func:`load_split` caches array
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
@@ -56,6 +57,11 @@ class SyntheticSpec:
 
     def count(self, domain: str, split: str) -> int:
         return getattr(self, f"n_{domain}_{split}")
+
+    def scaled(self, scale: float) -> SyntheticSpec:
+        """This spec with every split's image count × ``scale``, at least 8 (``data.synthetic_scale``)."""
+        return dataclasses.replace(self, **{f.name: max(8, round(getattr(self, f.name) * scale))
+                                            for f in dataclasses.fields(self) if f.name.startswith("n_")})
 
 
 # --- public API -----------------------------------------------------------------------------------
