@@ -28,6 +28,7 @@ from typing import Callable
 
 from ray.tune import Callback
 
+from proda.ablation import study
 from proda.ablation.eta import Estimator
 from proda.ablation.grid import Plan
 
@@ -74,14 +75,6 @@ def _error_text(rec: dict) -> str:
     if "type" in rec:
         return f"{rec['type']}: {rec.get('error', '')}"
     return str(rec.get("error", "unknown error"))
-
-
-def _read(path: Path) -> dict:
-    try:
-        d = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return d if isinstance(d, dict) else {}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -134,15 +127,15 @@ class StudyProgress:
 
     def ended(self, i: str, status: str) -> None:
         """The searcher's verdict on a node whose trial ended: ``done`` or ``failed``."""
-        t, node_dir = self.clock(), self.study_dir / "nodes" / i
+        t, node_dir = self.clock(), study.node_dir(self.study_dir, i)
         if status == "done":
             seconds = self.est.finish(i, t)
             took = f" in {duration_text(seconds)}" if seconds is not None else ""
-            self._event("finished", i, f"{_result_text(_read(node_dir / 'done.json'))}{took}", seconds=seconds)
+            self._event("finished", i, f"{_result_text(study.read_done(node_dir) or {})}{took}", seconds=seconds)
         else:
             seconds = self.est.drop(i, t)
             self.failed += 1
-            rec = _read(node_dir / "failed.json")
+            rec = study.read_failed(node_dir) or {}
             where = f" (traceback: {node_dir / rec['traceback']})" if rec.get("traceback") else ""
             self._event("FAILED", i, _error_text(rec) + where, seconds=seconds, error=_error_text(rec))
 
