@@ -354,6 +354,11 @@ def parse(argv=None):
     return a
 
 
+def sig(x: float, digits: int = 4) -> float:
+    """x to `digits` significant digits: fixed decimals round a sub-millisecond figure at a tiny size to 0."""
+    return float(f"{x:.{digits}g}")
+
+
 def main(argv=None) -> int:
     a = parse(argv)
     say(machine())
@@ -362,8 +367,8 @@ def main(argv=None) -> int:
     out = {"batch": res["batch"], "full_size": res["full_size"], "png_mb": res["png_mb"], "device": res["device"],
            **{f"w{n}_{k}_images_per_s": round(v[k]["images_per_s"], 2)
               for n, v in res["workers"].items() for k in ("source", "target", "loop")},
-           **{f"w{n}_thread_ms_per_image": round((v["source"]["thread_ms_per_image"]
-                                                  + v["target"]["thread_ms_per_image"]) / 2, 1)
+           **{f"w{n}_thread_ms_per_image": sig((v["source"]["thread_ms_per_image"]
+                                                + v["target"]["thread_ms_per_image"]) / 2)
               for n, v in res["workers"].items()},
            **{f"{k}_step_images_per_s": round(v["images_per_s"], 6) for k, v in res["steps"].items()},
            **{f"{k}_step_headroom_here": round(v["headroom_here"], 2) for k, v in res["steps"].items()},
@@ -375,9 +380,9 @@ def main(argv=None) -> int:
         out["wait_share_at_gpu_step_here"] = round(res["wait"]["gpu_step"]["wait_share"], 4)
     for k, v in res.get("projection", {}).items():
         if isinstance(v, dict):
-            out[f"projected_{k}_min_step_s"] = round(v["min_step_s_for_headroom"], 3)
+            out[f"projected_{k}_min_step_s"] = sig(v["min_step_s_for_headroom"])  # tiny sizes: < 1 ms
             if "headroom_at_gpu_step" in v:
-                out[f"projected_{k}_headroom_at_gpu_step"] = round(v["headroom_at_gpu_step"], 2)
+                out[f"projected_{k}_headroom_at_gpu_step"] = sig(v["headroom_at_gpu_step"])
     emit(out)
     return 0
 
