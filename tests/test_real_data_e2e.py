@@ -139,7 +139,8 @@ def _tune_tables_and_tensorboard_explain_themselves(study: Path, plan: dict, num
         rows = analysis.trial_dataframes[t.trial_id]
         assert len(rows) > 1, t
         if t.config["kind"] == "pseudo":
-            assert "pseudo_label_accuracy" in rows  # its value is NaN on these tiny trees
+            # the confident labels' accuracy is NaN on these tiny trees (no pixel reaches 0.9), every pixel's is not
+            assert "pseudo_label_accuracy" in rows and rows["pseudo_label_accuracy_all"].between(0, 100).all()
             continue
         train = rows[rows["kind"] == "train"]  # every node kind trains for 2 steps here
         assert list(train["step"]) == [1, 2] and (train["images_per_s"] > 0).all(), t
@@ -158,7 +159,7 @@ def _tune_tables_and_tensorboard_explain_themselves(study: Path, plan: dict, num
         name = f"{t.config['phase']}-{','.join(t.config['variants'])}-seed{t.config['seed']}-{t.config['node_id'][:8]}"
         tags = tensorboard_scalars(runs[name])
         if t.config["kind"] == "pseudo":
-            assert "pseudo/pseudo_label_accuracy" in tags
+            assert {"pseudo/pseudo_label_accuracy_all", "pseudo/pseudo_label_kept"} <= set(tags)
         else:
             assert [s for s, _ in tags["train/images_per_s"]] == [1, 2]
             # tensorboardX writes a tag's spaces as underscores: eval/iou/traffic_light

@@ -31,6 +31,7 @@ from ray.tune import Callback
 from proda.ablation import study
 from proda.ablation.eta import Estimator
 from proda.ablation.grid import Plan
+from proda.method.pseudo import pseudo_text
 
 PROGRESS_EVERY_S = 30.0  # off a terminal: at most one progress line per this many seconds
 MAX_NODE_LINES = 16  # on a terminal: at most this many running-node lines under the bar
@@ -67,7 +68,7 @@ def _result_text(rec: dict) -> str:
     if "miou" in rec:
         return f"mIoU {rec['miou']:.2f}"
     if "pseudo_label_accuracy" in rec:
-        return f"label accuracy {rec['pseudo_label_accuracy']:.2f} %"
+        return pseudo_text(rec)
     return "done"
 
 

@@ -53,7 +53,7 @@ class StudyTensorBoard(LoggerCallback):
         for k, v in result.items():
             if k in _NOT_CURVES or not isinstance(v, (int, float)) or isinstance(v, bool):
                 continue
-            if v != v and (k == "miou" or k.startswith("iou/")):  # an evaluation column the reporter pads with NaN
+            if v != v:  # not a point of a curve: an evaluation column the reporter pads, an accuracy without labels
                 continue
             w.add_scalar(f"{result['kind']}/{k}", v, global_step=step)
         w.flush()

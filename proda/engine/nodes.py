@@ -90,16 +90,18 @@ def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str
     from proda.method import stages  # noqa: PLC0415 - keeps `import proda.engine` light
 
     if node.kind == "pseudo":
-        from proda.method.pseudo import generate  # noqa: PLC0415
+        from proda.method.pseudo import generate, pseudo_text  # noqa: PLC0415
 
         model = load_model(cfg, ins["model"]).to(device)
         res = generate(model, open_split(cfg, "target", "train"), cfg.data.num_classes, device,
                        flip=cfg.pseudo.flip, batch_size=cfg.eval.batch_size, threshold=cfg.pseudo.threshold)
         if ddp.is_main():
-            ckpt.save(out_dir / "pseudo.pt", {k: v for k, v in res.items() if k != "accuracy"})
+            ckpt.save(out_dir / "pseudo.pt", {k: res[k] for k in ("soft", "protos", "counts")})
         result = {"stage": node.name, "kind": "pseudo", "pseudo_label_accuracy": 100 * float(res["accuracy"]),
+                  "pseudo_label_kept": 100 * float(res["kept"]),
+                  "pseudo_label_accuracy_all": 100 * float(res["accuracy_all"]),
                   "classes_without_prototype": int((res["counts"] == 0).sum())}
-        log(f"[{node.name}] pseudo labels: accuracy {result['pseudo_label_accuracy']:.2f}% on target train")
+        log(f"[{node.name}] pseudo labels on target train: {pseudo_text(result, cfg.pseudo.threshold)}")
         if reporter is not None:
             reporter(result)
     elif node.kind == "ssl":

@@ -21,16 +21,19 @@ from proda.method.prototypes import CentroidAccumulator, hard_label
 @torch.inference_mode()
 def generate(model: torch.nn.Module, split: Split, num_classes: int, device: torch.device,
              flip: bool = True, batch_size: int = 16, threshold: float = 0.0) -> dict[str, torch.Tensor]:
-    """Returns ``{'soft': (N,K,h,w) float16, 'protos': (K,C), 'counts': (K,), 'accuracy': ()}``.
+    """Returns ``{'soft': (N,K,h,w) float16, 'protos': (K,C), 'counts': (K,), 'accuracy': (), 'kept': (),
+    'accuracy_all': ()}``.
 
-    ``accuracy`` is the pixel accuracy of the hard labels ξ(p) against the split's labels (NaN when the
-    split has none), pixels below ``threshold`` (``pseudo.threshold``, the distillation targets' rule) left
-    out — a diagnostic, never used for training.
+    Diagnostics against the split's labels, never used for training (NaN when the split has none):
+    ``accuracy`` is the pixel accuracy of the hard labels ξ(p) whose maximum reaches ``threshold``
+    (``pseudo.threshold``, the distillation targets' rule; NaN when no pixel does), ``kept`` the share of
+    labelled pixels that reach it, ``accuracy_all`` the accuracy of ξ(p) on every pixel (threshold 0).
     """
     model.eval()
     acc = CentroidAccumulator(num_classes, model.feat_channels if hasattr(model, "feat_channels")
                               else model.module.feat_channels, device=device)
     cm = ConfusionMatrix(num_classes, device=device)
+    cm_all = ConfusionMatrix(num_classes, device=device)  # every pixel's argmax
     idx_parts, soft_parts = [], []
     has_labels = split.labels is not None or split.dataset is not None
     for idx, img, lab in eval_batches(split, batch_size):
@@ -44,14 +47,35 @@ def generate(model: torch.nn.Module, split: Split, num_classes: int, device: tor
         if has_labels and lab is not None:
             up = torch.nn.functional.interpolate(prob, size=lab.shape[-2:], mode="bilinear", align_corners=False)
             cm.update(pred=hard_label(up, threshold), target=lab)
+            cm_all.update(pred=hard_label(up), target=lab)
         idx_parts.append(idx.to(device))
         soft_parts.append(prob.half())
     protos, counts = acc.compute()  # all-reduced over ranks
     cm.all_reduce()
+    cm_all.all_reduce()
     idx = ddp.all_gather_cat(torch.cat(idx_parts))
     soft = ddp.all_gather_cat(torch.cat(soft_parts))
     order = torch.argsort(idx)
     out = {"soft": soft[order].cpu(), "protos": protos.cpu(), "counts": counts.cpu()}
-    total = cm.mat.sum()
-    out["accuracy"] = (cm.mat.diagonal().sum() / total).double().cpu() if total > 0 else torch.tensor(float("nan"))
+    nan = torch.tensor(float("nan"), dtype=torch.float64)
+    kept, labelled = cm.mat.sum(), cm_all.mat.sum()
+    out["accuracy"] = (cm.mat.diagonal().sum() / kept).double().cpu() if kept > 0 else nan
+    out["kept"] = (kept / labelled).double().cpu() if labelled > 0 else nan
+    out["accuracy_all"] = (cm_all.mat.diagonal().sum() / labelled).double().cpu() if labelled > 0 else nan
     return out
+
+
+def pseudo_text(result: dict, threshold: float | None = None) -> str:
+    """A pseudo-label node's diagnostics in words, from its result (``pseudo_label_accuracy`` and, where
+    recorded, ``pseudo_label_kept`` / ``pseudo_label_accuracy_all``, in %): ``label accuracy 93.61 % on the
+    53.4 % of pixels ≥ 0.9, 75.32 % on all``; ``threshold`` only names the rule."""
+    acc = result.get("pseudo_label_accuracy", float("nan"))
+    kept, every = result.get("pseudo_label_kept"), result.get("pseudo_label_accuracy_all")
+    if kept is None or every is None:  # a result written before these were recorded
+        return f"label accuracy {acc:.2f} %"
+    if every != every:
+        return "label accuracy not known (the split has no labels)"
+    rule = f"≥ {threshold:g}" if threshold else "kept"
+    if kept == 0:
+        return f"label accuracy {every:.2f} % on all pixels, none {rule}"
+    return f"label accuracy {acc:.2f} % on the {kept:.1f} % of pixels {rule}, {every:.2f} % on all"
