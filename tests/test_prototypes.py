@@ -4,6 +4,7 @@ import io
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from proda.method.prototypes import (
     CentroidAccumulator,
@@ -11,6 +12,8 @@ from proda.method.prototypes import (
     class_sums,
     hard_label,
     proto_distances,
+    proto_logits,
+    proto_softmax,
     proto_weights,
     rectify,
 )
@@ -48,6 +51,16 @@ def test_weights_are_a_softmax_of_negative_distances_and_sum_to_one():
     official = proto_weights(feat, protos, tau=2.0, official_temperature=True)  # official multiplies by τ
     assert torch.allclose(official, torch.softmax(-proto_distances(feat, protos) * 2.0, 1))
     assert torch.allclose(proto_weights(feat, protos, 1.0), proto_weights(feat, protos, 1.0, True))
+
+
+def test_prototype_logits_are_minus_distance_over_tau_and_their_softmax_is_eq_9():
+    d = torch.tensor([1.0, 2.0, 4.0]).view(1, 3, 1, 1)
+    assert torch.equal(proto_logits(d, 0.5), torch.tensor([-2.0, -4.0, -8.0]).view(1, 3, 1, 1))
+    assert torch.equal(proto_logits(d, 0.5, official_temperature=True), -d * 0.5)  # the official code multiplies
+    z = torch.exp(torch.tensor([-2.0, -4.0, -8.0]))
+    assert torch.allclose(proto_softmax(d, 0.5).flatten(), z / z.sum())
+    # SL's student reads its log-softmax: the same z as the teacher's for the same distances
+    assert torch.allclose(F.log_softmax(proto_logits(d, 0.5), 1).exp(), proto_softmax(d, 0.5))
 
 
 def test_rectified_label_follows_nearest_prototype():

@@ -21,7 +21,7 @@ from proda.data.augment import (GEOMETRIC_OPS, OFFICIAL_OPS, full_to_weak, norma
 from proda import checkpoint as ckpt
 from proda.data.stream import eval_batches, open_split, to_device
 from proda.engine.nodes import load_model
-from proda.method.prototypes import proto_distances
+from proda.method.prototypes import proto_distances, proto_logits, proto_softmax
 from proda.method.stages import resize
 
 POOLS = {"official (FixMatch)": OFFICIAL_OPS,
@@ -43,14 +43,15 @@ img, lab = to_device(img, lab, torch.device("cpu"))  # uint8 → float in [0, 1]
 tau, res = cfg.stage1.tau, (cfg.data.crop[0] // 4, cfg.data.crop[1] // 4)
 with torch.no_grad():
     xw, pw = weak_view(img, cfg.data.crop, scale=cfg.data.crop_scale, generator=torch.Generator().manual_seed(0))
-    z_t = F.softmax(-proto_distances(full_to_weak(model(normalize(img))["feat"].float(), pw, res), protos) / tau, 1)
+    z_t = proto_softmax(proto_distances(full_to_weak(model(normalize(img))["feat"].float(), pw, res), protos), tau)
     lab_w = full_to_weak(lab.float(), pw, res, mode="nearest").long()  # (n, h, w) ground truth in the weak frame
     print(f"seed-0 warm-up {wid}, tau {tau}, {img.shape[0]} target-train images, maps {res}")
     for name, ops in POOLS.items():
         xs, ps = strong_view(xw, generator=torch.Generator().manual_seed(1), ops=ops)
         zs_t, valid = weak_to_strong(z_t, ps)  # teacher replayed into the strong frame
         lab_s, _ = weak_to_strong(lab_w, ps, mode="nearest", fill=255)
-        logz_s = F.log_softmax(-proto_distances(resize(model(normalize(xs))["feat"], res).float(), protos) / tau, 1)
+        feat_s = resize(model(normalize(xs))["feat"], res).float()
+        logz_s = F.log_softmax(proto_logits(proto_distances(feat_s, protos), tau), 1)
         kl = (torch.xlogy(zs_t, zs_t) - zs_t * logz_s).sum(1)  # (n, h, w)
         v = valid[:, 0]
         lv = v & (lab_s != 255)

@@ -42,13 +42,18 @@ def proto_distances(feat: Tensor, protos: Tensor, eps: float = 1e-12) -> Tensor:
         return d2.clamp_min(eps).sqrt().view(n, -1, h, w)
 
 
-def proto_softmax(dist: Tensor, tau: float = 1.0, official_temperature: bool = False) -> Tensor:
-    """softmax_k(−d_k / τ) over distances dist (N, K, H, W): ω (eq. 5) and the soft assignment z (eq. 9).
+def proto_logits(dist: Tensor, tau: float = 1.0, official_temperature: bool = False) -> Tensor:
+    """−d_k / τ over distances dist (N, K, H, W): the logits of ω (eq. 5) and of the soft assignment z (eq. 9),
+    which SL's student takes as they are (its KL reads log-softmax of them).
 
     ``official_temperature=True`` multiplies by τ as the official code does (identical at τ = 1).
     """
-    scale = tau if official_temperature else 1.0 / tau
-    return F.softmax(-dist * scale, dim=1)
+    return -dist * tau if official_temperature else -dist / tau
+
+
+def proto_softmax(dist: Tensor, tau: float = 1.0, official_temperature: bool = False) -> Tensor:
+    """softmax_k(−d_k / τ) over distances dist (N, K, H, W): ω (eq. 5) and the soft assignment z (eq. 9)."""
+    return F.softmax(proto_logits(dist, tau, official_temperature), dim=1)
 
 
 def proto_weights(feat: Tensor, protos: Tensor, tau: float = 1.0, official_temperature: bool = False) -> Tensor:

@@ -25,7 +25,8 @@ from proda.data.augment import full_to_weak, normalize, strong_view, weak_view, 
 from proda.data.stream import BatchStream, Split, to_device
 from proda.method.discriminator import FCDiscriminator, lsgan_loss
 from proda.method.losses import ce_loss, kd_loss, kl_consistency, regulariser, sce_loss, sce_scale
-from proda.method.prototypes import PrototypeBank, hard_label, proto_distances, proto_softmax, rectify
+from proda.method.prototypes import (PrototypeBank, hard_label, proto_distances, proto_logits, proto_softmax,
+                                     rectify)
 
 IGNORE = 255
 
@@ -294,13 +295,10 @@ class Stage1(_TargetStage):
                 losses["loss_reg"] = loss_reg.detach()
             if s.sl:
                 xs, ps = strong_view(xw, generator=self.gen)
-                # z = softmax_k(−d/τ) (eq. 9) spelled out, here and for the student: proto_softmax multiplies by
-                # 1/τ, which differs from dividing in the last bit at τ = 0.354, and SL rows' numbers would change
-                with torch.no_grad():
-                    z_t = F.softmax(-dist_w / s.tau, 1)  # teacher, weak frame
-                    z_t, valid = weak_to_strong(z_t, ps)  # replayed into the strong view
+                with torch.no_grad():  # z = softmax_k(−d/τ) (eq. 9): the teacher's, weak frame
+                    z_t, valid = weak_to_strong(proto_softmax(dist_w, s.tau), ps)  # replayed into the strong view
                 feat_s = resize(self.net(normalize(xs))["feat"], res).float()
-                student = -proto_distances(feat_s, self.bank.protos) / s.tau
+                student = proto_logits(proto_distances(feat_s, self.bank.protos), s.tau)  # its logits
                 loss_sl = kl_consistency(z_t, student, valid, official_channel_norm=s.official_kl_norm)
                 total = total + s.gamma1 * w * loss_sl
                 losses["loss_sl"] = loss_sl.detach()
