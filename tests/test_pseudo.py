@@ -38,10 +38,11 @@ def test_generate_reports_confident_accuracy_share_kept_and_every_pixel_accuracy
 
 
 def test_pseudo_text_says_what_the_accuracy_is_of():
-    rec = {"pseudo_label_accuracy": 93.61, "pseudo_label_kept": 53.42, "pseudo_label_accuracy_all": 75.3}
-    assert pseudo_text(rec, 0.9) == "label accuracy 93.61 % on the 53.4 % of pixels ≥ 0.9, 75.30 % on all"
-    none = {"pseudo_label_accuracy": math.nan, "pseudo_label_kept": 0.0, "pseudo_label_accuracy_all": 61.0}
-    assert pseudo_text(none, 0.9) == "label accuracy 61.00 % on all pixels, none ≥ 0.9"
+    rec = {"pseudo_label_accuracy": 93.61, "pseudo_label_kept": 53.42, "pseudo_label_accuracy_all": 75.3,
+           "pseudo_label_threshold": 0.9}
+    assert pseudo_text(rec) == "label accuracy 93.61 % on the 53.4 % of pixels ≥ 0.9, 75.30 % on all"
+    none = {**rec, "pseudo_label_accuracy": math.nan, "pseudo_label_kept": 0.0, "pseudo_label_accuracy_all": 61.0}
+    assert pseudo_text(none) == "label accuracy 61.00 % on all pixels, none ≥ 0.9"
     unlabelled = {"pseudo_label_accuracy": math.nan, "pseudo_label_kept": math.nan,
                   "pseudo_label_accuracy_all": math.nan}
     assert pseudo_text(unlabelled) == "label accuracy not known (the split has no labels)"

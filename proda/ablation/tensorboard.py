@@ -22,7 +22,7 @@ from proda.ablation.scheduler import tensorboard_name
 
 # Tune's bookkeeping and the identity keys of a report: not curves
 _NOT_CURVES = {*AUTO_RESULT_KEYS, "done", "step", "kind", "stage", "node_id", "trial_id", "experiment_tag",
-               "should_checkpoint", "failed"}
+               "should_checkpoint", "failed", "pseudo_label_threshold"}
 
 
 class StudyTensorBoard(LoggerCallback):

@@ -98,10 +98,10 @@ def run_node(node: Node, cfg: Config, out_dir: str | Path, inputs: dict[str, str
         if ddp.is_main():
             ckpt.save(out_dir / "pseudo.pt", {k: res[k] for k in ("soft", "protos", "counts")})
         result = {"stage": node.name, "kind": "pseudo", "pseudo_label_accuracy": 100 * float(res["accuracy"]),
-                  "pseudo_label_kept": 100 * float(res["kept"]),
+                  "pseudo_label_kept": 100 * float(res["kept"]), "pseudo_label_threshold": cfg.pseudo.threshold,
                   "pseudo_label_accuracy_all": 100 * float(res["accuracy_all"]),
                   "classes_without_prototype": int((res["counts"] == 0).sum())}
-        log(f"[{node.name}] pseudo labels on target train: {pseudo_text(result, cfg.pseudo.threshold)}")
+        log(f"[{node.name}] pseudo labels on target train: {pseudo_text(result)}")
         if reporter is not None:
             reporter(result)
     elif node.kind == "ssl":

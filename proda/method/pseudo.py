@@ -65,16 +65,17 @@ def generate(model: torch.nn.Module, split: Split, num_classes: int, device: tor
     return out
 
 
-def pseudo_text(result: dict, threshold: float | None = None) -> str:
+def pseudo_text(result: dict) -> str:
     """A pseudo-label node's diagnostics in words, from its result (``pseudo_label_accuracy`` and, where
-    recorded, ``pseudo_label_kept`` / ``pseudo_label_accuracy_all``, in %): ``label accuracy 93.61 % on the
-    53.4 % of pixels ≥ 0.9, 75.32 % on all``; ``threshold`` only names the rule."""
+    recorded, ``pseudo_label_kept`` / ``pseudo_label_accuracy_all`` in %, ``pseudo_label_threshold``):
+    ``label accuracy 93.61 % on the 53.4 % of pixels ≥ 0.9, 75.32 % on all``."""
     acc = result.get("pseudo_label_accuracy", float("nan"))
     kept, every = result.get("pseudo_label_kept"), result.get("pseudo_label_accuracy_all")
     if kept is None or every is None:  # a result written before these were recorded
         return f"label accuracy {acc:.2f} %"
     if every != every:
         return "label accuracy not known (the split has no labels)"
+    threshold = result.get("pseudo_label_threshold")
     rule = f"≥ {threshold:g}" if threshold else "kept"
     if kept == 0:
         return f"label accuracy {every:.2f} % on all pixels, none {rule}"
