@@ -1,12 +1,15 @@
 """Run a ProDA ablation study on Ray and print its tables.
 
     python experiments/ablation.py                       # the default study on the embedded benchmark
-    python experiments/ablation.py --preset smoke        # ≤ 2 minutes: first contact, tests
-    python experiments/ablation.py --preset paper --dataset gta5 --data-root /data   # the paper's Table 3
+    python experiments/ablation.py --grid smoke          # ≤ 2 minutes: first contact, tests
+    python experiments/ablation.py --grid paper --dataset gta5 --data-root /data   # the paper's Table 3
     python experiments/ablation.py --grid my_grid.yaml --address auto --workers-per-trial 4 --gpus-per-worker 1
 
-Presets: default (the 7 Table-3 variants × 3 seeds, embedded benchmark), smoke, paper, sensitivity (λ, γ1,
-γ2 sweeps). The study lives in STORAGE/NAME: running the same command again completes an interrupted
+``--grid`` names a study: a built-in one — default (the 7 Table-3 variants and the control row × 3 seeds,
+embedded benchmark), smoke, paper, sensitivity (λ, γ1, γ2 sweeps) — or a grid YAML file
+(experiments/grids/ holds the built-ins as files). A grid's ``preset:`` key names the configuration its rows
+start from (a key of ``proda.presets.PRESETS``, as ``python -m proda.train --preset``). ``--preset NAME``, the
+older spelling of ``--grid NAME``, still works and says so. The study lives in STORAGE/NAME: running the same command again completes an interrupted
 study without re-running finished nodes. ``python experiments/results.py STORAGE/NAME`` prints the tables
 at any time; ``tensorboard --logdir STORAGE/NAME`` shows each node's learning curves; Tune's own tables
 (``ray.tune.ExperimentAnalysis(STORAGE/NAME/tune/study-…).dataframe()``) carry each node's seed, rows,
@@ -46,10 +49,7 @@ DATASETS = {  # --dataset → overrides
 
 
 def build_spec(args) -> AblationSpec:
-    if args.grid:
-        spec = AblationSpec.from_yaml(Path(args.grid))
-    else:
-        spec = builtin_spec(args.preset)
+    spec = grid_spec(args.grid)
     d = spec.to_dict()
     if args.name:
         d["name"] = args.name
@@ -72,11 +72,21 @@ def build_spec(args) -> AblationSpec:
             if d.get("preset", "").startswith("paper") and args.dataset == "synthia":
                 d["preset"] = "paper-synthia"
         elif d.get("preset", "").startswith("paper"):
-            raise ConfigError("--preset paper runs on real data: give --dataset gta5|synthia and --data-root")
+            raise ConfigError("--grid paper runs on real data: give --dataset gta5|synthia and --data-root")
     elif args.data_root:
         raise ConfigError("--data-root needs --dataset gta5|synthia")
     d["overrides"] = over
     return AblationSpec.from_dict(d)
+
+
+def grid_spec(grid: str) -> AblationSpec:
+    """``--grid``: a YAML file when one is there (or the word names a path), else a built-in study's name."""
+    path = Path(grid).expanduser()
+    if path.is_file() or path.suffix in (".yaml", ".yml") or os.sep in grid:
+        if not path.is_file():
+            raise ConfigError(f"--grid '{grid}': no such file")
+        return AblationSpec.from_yaml(path)
+    return builtin_spec(grid)
 
 
 def _subdir(root: Path, names) -> Path:
@@ -91,8 +101,9 @@ def main(argv: list[str] | None = None) -> int:
                                  epilog="exit status: 0 every node finished, 1 some nodes failed (listed in the "
                                         "summary; the same command retries them), 2 bad input or the study "
                                         "could not start")
-    ap.add_argument("--preset", default="default", help=f"one of {', '.join(BUILTIN_SPECS)} (default: default)")
-    ap.add_argument("--grid", help="an ablation spec YAML instead of a preset (see experiments/grids/)")
+    ap.add_argument("--grid", default=None, help=f"the study: a built-in one ({', '.join(BUILTIN_SPECS)}; default: "
+                    "default) or a grid YAML file (see experiments/grids/)")
+    ap.add_argument("--preset", help=argparse.SUPPRESS)  # the older spelling of --grid NAME
     ap.add_argument("--dataset", help="synthetic (default) | gta5 | synthia")
     ap.add_argument("--data-root", help="folder holding the source dataset and cityscapes/")
     ap.add_argument("--seeds", help="comma-separated seeds, e.g. 0,1,2")
@@ -117,6 +128,13 @@ def main(argv: list[str] | None = None) -> int:
                     "lines (default: the live view — a bar on a terminal, one line per node event elsewhere)")
     args = ap.parse_args(argv)
     try:
+        if args.preset is not None:
+            if args.grid is not None:
+                raise ConfigError("--preset is the older spelling of --grid: give one of them")
+            print(f"note: --preset {args.preset} is spelled --grid {args.preset} now (a study; proda.train's "
+                  "--preset names a configuration)", file=sys.stderr)
+            args.grid = args.preset
+        args.grid = args.grid or "default"
         if args.workers_per_trial < 1:
             raise ConfigError(f"--workers-per-trial {args.workers_per_trial}: must be >= 1")
         if args.gpus_per_worker < 0 or args.cpus_per_worker <= 0:

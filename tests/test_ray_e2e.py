@@ -1,4 +1,4 @@
-"""One real end-to-end study on a local Ray: `experiments/ablation.py --preset smoke`, then the same
+"""One real end-to-end study on a local Ray: `experiments/ablation.py --grid smoke`, then the same
 command again (nothing re-runs, the tables come out again), then `experiments/results.py`."""
 
 import json
@@ -23,7 +23,7 @@ def _run(args, env, timeout=900):
 def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cache):
     env = {**os.environ, "PRODA_CACHE": synthetic_cache, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
     storage = tmp_path / "studies"
-    first = _run(["experiments/ablation.py", "--preset", "smoke", "--storage", str(storage)], env)
+    first = _run(["experiments/ablation.py", "--grid", "smoke", "--storage", str(storage)], env)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     assert "nodes: 20 done, 0 running, 0 failed, 0 missing" in out
@@ -54,7 +54,7 @@ def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cac
                for pa, _, ea in spans.values() for pb, sb, _ in spans.values()), spans
     # resume: every node is finished, nothing runs, the tables are printed again
     mtimes = {p: p.stat().st_mtime for p in study.glob("nodes/*/done.json")}
-    second = _run(["experiments/ablation.py", "--preset", "smoke", "--storage", str(storage)], env)
+    second = _run(["experiments/ablation.py", "--grid", "smoke", "--storage", str(storage)], env)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "nothing to run" in second.stdout and "| proda" in second.stdout
     assert mtimes == {p: p.stat().st_mtime for p in study.glob("nodes/*/done.json")}

@@ -24,16 +24,36 @@ def grid(tmp_path):
 
 # -- as a user runs them: subprocesses (the ones that fail before torch is imported are cheap) ----------
 @pytest.mark.parametrize("args,needles", [
-    (["--preset", "smok"], ["unknown built-in spec (did you mean 'smoke'?)"]),
+    (["--grid", "smok"], ["unknown built-in spec (did you mean 'smoke'?)"]),
     (["--seeds", "1,1"], ["seeds=[1, 1]: a seed is repeated"]),
     (["--workers-per-trial", "0"], ["--workers-per-trial 0: must be >= 1"]),
-    (["--dataset", "synthia", "--preset", "smoke", "--data-root", "/nonexistent/data"],
+    (["--dataset", "synthia", "--grid", "smoke", "--data-root", "/nonexistent/data"],
      ["--data-root '/nonexistent/data' does not exist"]),
 ])
 def test_ablation_command_refuses_in_one_line(tmp_path, args, needles):
     p = run_cli(["experiments/ablation.py", *args, "--storage", str(tmp_path / "s")])
     assert_refused(p.returncode, p.stderr, *needles)
     assert not (tmp_path / "s").exists()
+
+
+def test_grid_names_a_built_in_study_or_a_file_and_preset_is_its_older_spelling(tmp_path, grid, capsys, monkeypatch):
+    main = ablation_main()
+    monkeypatch.chdir(tmp_path)  # a bare word is a built-in study unless a file of that name is here
+    assert main(["--grid", "smoke", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("study 'smoke'")
+    assert main(["--grid", str(grid), "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("study 'g'")
+    (tmp_path / "smoke").write_text(GRID)  # an existing file wins over the built-in name
+    assert main(["--grid", "smoke", "--dry-run"]) == 0
+    assert capsys.readouterr().out.startswith("study 'g'")
+    assert main(["--preset", "sensitivity", "--dry-run"]) == 0
+    out = capsys.readouterr()
+    assert out.out.startswith("study 'sensitivity'")
+    assert "note: --preset sensitivity is spelled --grid sensitivity now" in out.err
+    assert main(["--grid", "nope.yaml", "--dry-run"]) == 2
+    assert "error: --grid 'nope.yaml': no such file" in capsys.readouterr().err
+    assert main(["--grid", "smoke", "--preset", "smoke", "--dry-run"]) == 2
+    assert "give one of them" in capsys.readouterr().err
 
 
 def test_typo_in_a_grid_file_is_named_and_debug_shows_the_traceback(tmp_path):

@@ -112,20 +112,20 @@ def test_train_command_as_a_subprocess_names_a_truncated_png(tree, tmp_path):
 
 
 def test_missing_data_root_is_named(tmp_path, capsys):
-    rc = ablation_main()(["--preset", "smoke", "--dataset", "gta5", "--data-root", str(tmp_path / "nope"),
+    rc = ablation_main()(["--grid", "smoke", "--dataset", "gta5", "--data-root", str(tmp_path / "nope"),
                           "--storage", str(tmp_path / "s")])
     assert_refused(rc, capsys.readouterr().err, f"--data-root '{tmp_path / 'nope'}' does not exist")
 
 
 def test_data_root_without_the_dataset_folders_is_named(tmp_path, capsys):
     (tmp_path / "data").mkdir()
-    rc = ablation_main()(["--preset", "smoke", "--dataset", "gta5", "--data-root", str(tmp_path / "data"),
+    rc = ablation_main()(["--grid", "smoke", "--dataset", "gta5", "--data-root", str(tmp_path / "data"),
                           "--storage", str(tmp_path / "s")])
     assert_refused(rc, capsys.readouterr().err, "has none of the folders ['gta5', 'GTA5', 'gta5']")
 
 
 def test_unknown_dataset_name_is_refused(tmp_path, capsys):
-    rc = ablation_main()(["--preset", "smoke", "--dataset", "gta6", "--storage", str(tmp_path / "s")])
+    rc = ablation_main()(["--grid", "smoke", "--dataset", "gta6", "--storage", str(tmp_path / "s")])
     assert_refused(rc, capsys.readouterr().err, "--dataset 'gta6': must be one of ['synthetic', 'gta5', 'synthia']")
 
 
