@@ -1,12 +1,14 @@
 """One variant's whole chain of stages in this process, without Ray.
 
     python -m proda.train --variant NAME [--preset NAME] [--seed N] --out DIR [--resume]
-                          [--set stage1.gamma1=5 ...] [--config FILE.yaml]
+                          [--set stage1.gamma1=5 ...] [--config FILE.yaml] [--stop-after STEPS]
 
 Writes ``DIR/config.yaml``, ``DIR/metrics.jsonl`` (train losses, images/s, evaluations with per-class
 IoU), one folder per stage node, and ``DIR/summary.json`` with the per-class IoU and mIoU of the last
 evaluation of each stage. ``--resume`` continues an interrupted run: finished stages are kept, the
-interrupted one continues from its last checkpoint. Under ``torchrun`` it runs DDP.
+interrupted one continues from its last checkpoint; ``--stop-after STEPS`` ends this call after that many
+training steps (a checkpoint at the step it stops on; ``--resume`` goes on from there, bit for bit as an
+uninterrupted run): a run split into time-boxed pieces. Under ``torchrun`` it runs DDP.
 """
 
 from __future__ import annotations
@@ -77,9 +79,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", required=True, type=Path)
     ap.add_argument("--resume", action="store_true")
     ap.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE", help="override a config field")
+    ap.add_argument("--stop-after", type=int, default=None, metavar="STEPS",
+                    help="stop after STEPS training steps of this call, with a checkpoint; --resume continues")
     ap.add_argument("--debug", action="store_true", help="show tracebacks")
     args = ap.parse_args(argv)
     try:
+        if args.stop_after is not None and args.stop_after < 1:
+            raise ConfigError(f"--stop-after {args.stop_after}: must be >= 1")
         ddp.init_from_env()
         overrides = parse_sets(args.set)
         if args.config:
@@ -89,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
                 {**variant_overrides(args.variant), "seed": args.seed, **overrides})
         else:
             cfg = make_config(args.preset, args.variant, args.seed, overrides)
-        summary = run_chain(cfg, args.out, resume=args.resume)
+        summary = run_chain(cfg, args.out, resume=args.resume, stop_after_steps=args.stop_after)
     except (ConfigError, CheckpointError, OSError, ValueError) as e:  # OSError: e.g. --out not writable
         if args.debug:
             raise

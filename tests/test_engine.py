@@ -136,6 +136,24 @@ def test_cli_runs_a_variant_and_writes_summary(tmp_path, synthetic_cache, capsys
     assert "did you mean 'stage1.gamma1'" in capsys.readouterr().err
 
 
+def test_cli_stop_after_splits_a_run_into_pieces_that_resume_to_the_same_weights(tmp_path, synthetic_cache, capsys):
+    sets = ["--set", f"data.source_root={synthetic_cache}", "--set", f"data.target_root={synthetic_cache}",
+            "--set", "data.synthetic_scale=0.05", "--set", "warmup.steps=5", "--set", "eval.max_images=8",
+            "--set", "checkpoint_interval=100"]  # no periodic checkpoint: the stop writes its own
+    base = ["--variant", "source-only", "--preset", "smoke", *sets]
+    assert main([*base, "--out", str(tmp_path / "straight")]) == 0
+    cut = tmp_path / "cut"
+    assert main([*base, "--out", str(cut), "--stop-after", "2"]) == 0
+    assert ckpt.load(cut / "warmup" / "checkpoint.pt")["step"] == 2 and not (cut / "summary.json").exists()
+    assert main([*base, "--out", str(cut), "--resume", "--stop-after", "2"]) == 0  # steps 3–4
+    assert ckpt.load(cut / "warmup" / "checkpoint.pt")["step"] == 4
+    assert main([*base, "--out", str(cut), "--resume"]) == 0
+    a, b = _weights(tmp_path / "straight" / "warmup" / "model.pt"), _weights(cut / "warmup" / "model.pt")
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert main([*base, "--out", str(tmp_path / "x"), "--stop-after", "0"]) == 2
+    assert "--stop-after 0: must be >= 1" in capsys.readouterr().err
+
+
 def test_the_reporter_gets_the_learning_curve_at_every_log_step_and_every_evaluation(tmp_path, synthetic_cache):
     from proda.engine.nodes import Node, run_node
 

@@ -97,7 +97,8 @@ def run_stage(stage, steps: int, out_dir: str | Path, val: Split | None = None, 
     The loop's settings are the stage's config's: ``log_interval``, ``checkpoint_interval``, and, with a
     ``val`` split, ``eval.interval`` / ``eval.batch_size`` / ``eval.max_images`` over ``data.num_classes``.
     Checkpoints go to ``out_dir/checkpoint.pt`` (atomically replaced); ``resume`` continues from it.
-    ``stop_after`` stops (as if killed) after that many steps of this call — for resume tests.
+    ``stop_after`` ends this call after that many steps, with a checkpoint at the step it stops on
+    (``python -m proda.train --stop-after``; the tests' way to interrupt a run at a chosen step).
     """
     cfg = stage.cfg
     log_interval, checkpoint_interval, eval_interval = cfg.log_interval, cfg.checkpoint_interval, cfg.eval.interval
@@ -155,7 +156,9 @@ def run_stage(stage, steps: int, out_dir: str | Path, val: Split | None = None, 
             jl.write(metrics)
             log(f"[{name}] step {step + 1} eval mIoU {last_eval['miou']:.2f}")
             t0 += time.perf_counter() - te  # keep evaluation out of images/s
-        if (step + 1) % checkpoint_interval == 0 or last or metrics is not None:
+        done_in_call += 1
+        stopping = stop_after is not None and done_in_call >= stop_after and not last
+        if (step + 1) % checkpoint_interval == 0 or last or metrics is not None or stopping:
             rng = ckpt.rng_state(stage.generators)  # each rank's own RNG streams
             if ddp.is_main():
                 ckpt.save(ck_path, {"stage": stage.state_dict(), "rng": rng, "step": step + 1,
@@ -165,7 +168,6 @@ def run_stage(stage, steps: int, out_dir: str | Path, val: Split | None = None, 
             ddp.barrier()
         if reporter is not None and metrics is not None:
             reporter(metrics)
-        done_in_call += 1
-        if stop_after is not None and done_in_call >= stop_after and not last:
+        if stopping:
             return {"stopped_at": step + 1, **last_eval}
     return last_eval
