@@ -247,14 +247,17 @@ def test_summary_reports_merging():
     assert "total          33     66           33" in text
 
 
-@pytest.mark.parametrize("name", ["default", "smoke", "sensitivity"])
+@pytest.mark.parametrize("name", ["default", "smoke", "sensitivity", "proportion"])
 def test_example_yaml_equals_builtin(name):
     spec = AblationSpec.from_yaml(str(ROOT / "experiments" / "grids" / f"{name}.yaml"))
     assert spec.to_dict() == BUILTIN_SPECS[name].to_dict()
 
 
 def test_builtin_specs_and_unknown_name():
-    assert set(BUILTIN_SPECS) == {"default", "smoke", "paper", "sensitivity"}
+    assert set(BUILTIN_SPECS) == {"default", "smoke", "paper", "sensitivity", "proportion"}
+    prop = expand(builtin_spec("proportion"))  # the default study's rows, stage 1 (and warmup+) 4× longer
+    assert [(r.variant, r.seed) for r in prop.rows] == [(r.variant, r.seed) for r in expand(DEFAULT_SPEC).rows]
+    assert {n.config["stage1"]["steps"] for n in prop.nodes.values() if n.kind in ("stage1", "extend")} == {600}
     assert builtin_spec("paper").preset == "paper-gta5" and len(builtin_spec("paper").variants) == 8
     kinds = {n.kind for n in expand(builtin_spec("smoke")).nodes.values()}
     assert kinds == {"ssl", "warmup", "extend", "pseudo", "stage1", "distill"} and len(builtin_spec("smoke").seeds) == 2
