@@ -64,8 +64,8 @@ def child_prepare(storage: Path) -> dict:
     from proda.engine.nodes import run_node
 
     plan = smoke_plan()
-    for phase in ("warmup", "pseudo0"):
-        for n in plan.nodes_in_phase(phase):
+    for name in ("warmup", "pseudo0"):
+        for n in plan.nodes_at(name):
             run_node(n, Config.from_dict(n.config),
                      storage / "nodes" / n.id, {r: storage / "nodes" / u for r, u in n.inputs.items()},
                      log=lambda s: None)
@@ -79,7 +79,7 @@ def child_smoke(storage: Path, overrides: dict, out_name: str) -> dict:
     from proda.engine.nodes import run_node
 
     torch.set_num_threads(2)
-    (node,) = smoke_plan().nodes_in_phase("stage1")
+    (node,) = smoke_plan().nodes_at("stage1")
     cfg = Config.from_dict(node.config).override(overrides)
     out = storage / out_name
     shutil.rmtree(out, ignore_errors=True)

@@ -47,8 +47,8 @@ def child(mode: str, study: Path, cpus: float) -> dict:
 
         torch.set_num_threads(max(1, int(cpus)))
         times, t_all = {}, time.time()
-        for phase in plan.phases:
-            for node in plan.nodes_in_phase(phase):
+        for phase in plan.positions:
+            for node in plan.nodes_at(phase):
                 t0 = time.time()
                 run_node(node, Config.from_dict(node.config),
                          study / "nodes" / node.id, {r: study / "nodes" / up for r, up in node.inputs.items()},
@@ -77,8 +77,8 @@ def child(mode: str, study: Path, cpus: float) -> dict:
 
 def lower_bound(plan, node_s: dict[str, float], slots: int) -> tuple[float, dict[str, float]]:
     per_phase = {}
-    for phase in plan.phases:
-        ts = [node_s[n.id] for n in plan.nodes_in_phase(phase)]
+    for phase in plan.positions:
+        ts = [node_s[n.id] for n in plan.nodes_at(phase)]
         per_phase[phase] = max(sum(ts) / slots, max(ts))
     return sum(per_phase.values()), per_phase
 
@@ -136,8 +136,8 @@ def main() -> int:
     mk = ray_run["makespan_s"]
     # where each Ray phase actually ran: first start to last end of its nodes
     rows = []
-    for phase in plan.phases:
-        ids = [n.id for n in plan.nodes_in_phase(phase)]
+    for phase in plan.positions:
+        ids = [n.id for n in plan.nodes_at(phase)]
         s = min(ray_run["spans"][i][0] for i in ids)
         e = max(ray_run["spans"][i][1] for i in ids)
         rows.append([phase, len(ids), sum(plain["node_s"][i] for i in ids), sum(ray_run["node_s"][i] for i in ids),

@@ -28,16 +28,15 @@ NODE_SECTIONS = {
 # or which upstream node it starts from (model.init: that shows as the node's "ssl" input), so no node's id
 # depends on them — the ssl node's id not on model.init, and a warm-up's id not on whether warmup+ follows
 NOT_IDENTITY = {"distill": ("rounds",), "warmup": ("extend",), "model": ("init",)}
-# the order of the chain positions (phases): ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, ...
-_FIXED_PHASES = {"ssl": 0, "warmup": 1, "warmup+": 2, "pseudo0": 3, "stage1": 4}
+# the order of the chain positions: ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, ...
+_FIXED_POSITIONS = {"ssl": 0, "warmup": 1, "warmup+": 2, "pseudo0": 3, "stage1": 4}
 CITYSCAPES_TRAIN_IMAGES = 2975
 
 
 @dataclass
 class Node:
     """One stage node: of a variant's chain (:func:`chain`) and of a study's plan (``Plan.nodes``, ``plan.json``),
-    run by :func:`proda.engine.nodes.run_node`. Its ``name`` is its chain position, which is also its phase
-    (the trial-name prefix and the ``phase`` column of the tables)."""
+    run by :func:`proda.engine.nodes.run_node`. Its ``name`` is its chain position (also the trial-name prefix)."""
 
     kind: str  # ssl | warmup | extend | pseudo | stage1 | distill
     name: str  # ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, ... (the earliest, when merged)
@@ -47,17 +46,14 @@ class Node:
     config: dict = field(default_factory=dict)  # Config.to_dict() of the first row that created it
     est_cost: float = 0.0  # compute units (est_cost)
 
-    @property
-    def phase(self) -> str:
-        return self.name
-
     def to_dict(self) -> dict:
-        """Its record in ``plan.json`` (``phase`` repeats ``name``, as plans always had it)."""
+        """Its record in ``plan.json``."""
         return {"id": self.id, "kind": self.kind, "name": self.name, "seed": self.seed, "config": self.config,
-                "inputs": dict(self.inputs), "phase": self.name, "est_cost": self.est_cost}
+                "inputs": dict(self.inputs), "est_cost": self.est_cost}
 
     @classmethod
     def from_dict(cls, d: dict) -> "Node":
+        """A ``plan.json`` record; an older plan's extra key repeating ``name`` is ignored."""
         return cls(kind=d["kind"], name=d["name"], inputs=dict(d["inputs"]), id=d["id"], seed=int(d["seed"]),
                    config=d["config"], est_cost=float(d["est_cost"]))
 
@@ -117,14 +113,14 @@ def node_id(kind: str, config: Config | dict, seed: int, input_ids: dict[str, st
     return stable_hash(node_identity(kind, d, seed, input_ids), 16)
 
 
-def phase_position(name: str) -> int:
-    """The position of a node name in any chain (its phase): ssl < warmup < warmup+ < pseudo0 < stage1 < ..."""
-    if name in _FIXED_PHASES:
-        return _FIXED_PHASES[name]
+def chain_position(name: str) -> int:
+    """The order of a node name in any chain: ssl < warmup < warmup+ < pseudo0 < stage1 < pseudo1 < ..."""
+    if name in _FIXED_POSITIONS:
+        return _FIXED_POSITIONS[name]
     for prefix, off in (("pseudo", 3), ("distill", 4)):
         if name.startswith(prefix) and name[len(prefix):].isdigit():
             return 2 * int(name[len(prefix):]) + off
-    raise ValueError(f"unknown phase '{name}'")
+    raise ValueError(f"unknown chain position '{name}'")
 
 
 # network passes per image of a training step (a forward counts 1, a backward 2); the discriminator of the

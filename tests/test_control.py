@@ -55,7 +55,7 @@ def test_warmup_plus_runs_stage1_steps_and_its_score_is_the_rows(tmp_path, synth
             "model.init": "ssl", "ssl.steps": 2, "ssl.batch_size": 4, "ssl.view_size": [16, 32]}
     plan = expand(AblationSpec(name="ctl", preset="smoke", variants=("warmup", "warmup+"), seeds=(0,),
                                overrides=over))
-    assert [n.phase for n in plan.nodes.values()] == ["ssl", "warmup", "warmup+"]
+    assert [n.name for n in plan.nodes.values()] == ["ssl", "warmup", "warmup+"]
     study = run_study_local(plan, tmp_path / "ctl", log=LOG)
     (more,) = [n for n in plan.nodes.values() if n.kind == "extend"]
     recs = [json.loads(ln) for ln in (study / "nodes" / more.id / "metrics.jsonl").read_text().splitlines()]

@@ -1,6 +1,7 @@
 """Ablation spec → DAG of stage nodes: validation, exact merge counts, stable ids, JSON round trip."""
 
 import json
+import pickle
 from collections import Counter
 from pathlib import Path
 
@@ -23,8 +24,8 @@ from proda.presets import VARIANTS, make_config
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def phase_counts(plan):
-    return Counter(n.phase for n in plan.nodes.values())
+def position_counts(plan):
+    return Counter(n.name for n in plan.nodes.values())
 
 
 # -- validation ------------------------------------------------------------------------------------
@@ -93,15 +94,15 @@ def test_default_spec_merges_shared_prefixes_exactly():
     assert len(plan.rows) == 24 and plan.naive_nodes == 3 * 22
     # per seed merged: 1 ssl, 2 warm-ups (source, adversarial), 1 warmup+, 1 pseudo0, 4 stage1 (st, st+sce, pd,
     # pd+sl = proda's), pseudo1, distill1 → 11
-    assert phase_counts(plan) == {"ssl": 3, "warmup": 6, "warmup+": 3, "pseudo0": 3, "stage1": 12, "pseudo1": 3,
+    assert position_counts(plan) == {"ssl": 3, "warmup": 6, "warmup+": 3, "pseudo0": 3, "stage1": 12, "pseudo1": 3,
                                   "distill1": 3}
     assert len(plan.nodes) == 33
-    assert plan.phases == ["ssl", "warmup", "warmup+", "pseudo0", "stage1", "pseudo1", "distill1"]
+    assert plan.positions == ["ssl", "warmup", "warmup+", "pseudo0", "stage1", "pseudo1", "distill1"]
     rows = {(r.variant, r.seed): r for r in plan.rows}
     for seed in (0, 1, 2):
         src, wu = rows["source-only", seed].nodes, rows["warmup", seed].nodes
         assert len(src) == len(wu) == 1 and src != wu  # two warm-up kinds, nothing else
-        kinds = Counter(n.config["warmup"]["kind"] for n in plan.nodes_in_phase("warmup") if n.seed == seed)
+        kinds = Counter(n.config["warmup"]["kind"] for n in plan.nodes_at("warmup") if n.seed == seed)
         assert kinds == {"source": 1, "adversarial": 1}
         st_like = [rows[v, seed] for v in ("st", "st+sce", "pd", "pd+sl")]
         assert len({r.nodes[0] for r in st_like}) == 1 and st_like[0].nodes[0] == wu[0]
@@ -109,7 +110,7 @@ def test_default_spec_merges_shared_prefixes_exactly():
         assert len({r.nodes[2] for r in st_like}) == 4  # pd+sl and proda share stage 1
         proda = rows["proda", seed].nodes  # ssl, warmup, pseudo0, stage1, pseudo1, distill1
         assert proda[1:4] == rows["pd+sl", seed].nodes
-        assert [plan.nodes[n].phase for n in proda] == [p for p in plan.phases if p != "warmup+"]
+        assert [plan.nodes[n].name for n in proda] == [p for p in plan.positions if p != "warmup+"]
         assert rows["proda", seed].final == proda[-1]
     assert len({n.seed for n in plan.nodes.values()}) == 3  # no sharing across seeds
 
@@ -117,7 +118,7 @@ def test_default_spec_merges_shared_prefixes_exactly():
 def test_every_row_of_a_seed_shares_one_ssl_node():
     for spec in (DEFAULT_SPEC, AblationSpec(preset="synthetic", seeds=(0, 1), overrides={"model.init": "ssl"})):
         plan = expand(spec)
-        ssl = {n.seed: n.id for n in plan.nodes_in_phase("ssl")}
+        ssl = {n.seed: n.id for n in plan.nodes_at("ssl")}
         assert sorted(ssl) == sorted(spec.seeds)
         for n in plan.nodes.values():  # whoever starts from ssl weights starts from its own seed's node
             if "ssl" in n.inputs:
@@ -126,7 +127,7 @@ def test_every_row_of_a_seed_shares_one_ssl_node():
         for r in plan.rows:
             assert (r.nodes[0] == ssl[r.seed]) == (every or r.variant == "proda")
         if every:
-            assert all(n.inputs == {"ssl": ssl[n.seed]} for n in plan.nodes_in_phase("warmup"))
+            assert all(n.inputs == {"ssl": ssl[n.seed]} for n in plan.nodes_at("warmup"))
     distills = [n for n in expand(DEFAULT_SPEC).nodes.values() if n.kind == "distill"]
     assert distills and all(n.config["distill"]["student_init"] == "ssl" for n in distills)
 
@@ -138,7 +139,7 @@ def test_the_control_row_continues_the_shared_warmup_for_stage1_steps():
         warm, more = rows["warmup+", seed].nodes
         assert warm == rows["warmup", seed].nodes[0]  # the same warm-up node as the warmup row's
         node = plan.nodes[more]
-        assert (node.kind, node.phase, node.inputs) == ("extend", "warmup+", {"model": warm})
+        assert (node.kind, node.name, node.inputs) == ("extend", "warmup+", {"model": warm})
         cfg = node.config
         # the adversarial warm-up's step (3 + 3 + 1.5 passes per image), for stage1.steps
         assert node.est_cost == cfg["stage1"]["steps"] * cfg["data"]["batch_size"] * 7.5
@@ -152,7 +153,7 @@ def test_sensitivity_trains_the_warmup_of_a_seed_once_for_all_axis_values():
     plan = expand(spec)
     assert len(plan.rows) == (4 + 5 + 4) * 3 and plan.naive_nodes == 39 * 3
     # stage-1 configs per seed: 4 (λ) + 4 (γ1 without the preset 10) + 3 (γ2 without the preset 0.1) = 11
-    assert phase_counts(plan) == {"warmup": 3, "pseudo0": 3, "stage1": 33}
+    assert position_counts(plan) == {"warmup": 3, "pseudo0": 3, "stage1": 33}
     assert {next(iter(r.axes)) for r in plan.rows} == {
         "stage1.proto_momentum", "stage1.gamma1", "stage1.gamma2"}
     assert all(len(r.axes) == 1 for r in plan.rows)
@@ -173,7 +174,7 @@ def test_cross_product_and_zip():
 
 def test_node_costs():
     plan = expand(AblationSpec(preset="smoke", variants=("proda",), seeds=(0,)))
-    cost = {n.phase: n.est_cost for n in plan.nodes.values()}
+    cost = {n.name: n.est_cost for n in plan.nodes.values()}
     # images × network passes per image (forward 1, backward 2): adversarial warm-up source 3 + target 3 +
     # discriminator 1.5; stage 1 with PD and SL: source 3 + weak 3 + momentum encoder 1 + strong 3; distillation
     # student 3 + 3, teacher 1
@@ -181,20 +182,20 @@ def test_node_costs():
     assert cost["pseudo0"] == 250 * 2  # smoke: 1000 × 0.25 synthetic target-train images, flipped: a forward each
     assert plan.naive_cost == sum(cost.values())
     st = expand(AblationSpec(preset="smoke", variants=("st", "source-only"), seeds=(0,)))
-    other = {(n.phase, n.config["warmup"]["kind"]): n.est_cost for n in st.nodes.values()}
+    other = {(n.name, n.config["warmup"]["kind"]): n.est_cost for n in st.nodes.values()}
     assert other["stage1", "adversarial"] == 20 * 8 * 6 and other["warmup", "source"] == 40 * 8 * 3
 
 
 @pytest.mark.parametrize("order", [("proda", "kd-only"), ("kd-only", "proda")])
-def test_same_computation_at_another_chain_position_runs_in_the_earlier_phase(order):
+def test_same_computation_at_another_chain_position_takes_the_earlier_name(order):
     # kd-only: warm-up → pseudo1 → distill1; its pseudo1 (labels of the warm-up) is proda's pseudo0
     variants = {"proda": None, "kd-only": {"base": "warmup", "kd": 1}}
     plan = expand(AblationSpec(preset="smoke", variants={k: variants[k] for k in order}, seeds=(0,)))
     rows = {r.variant: r for r in plan.rows}
     assert rows["kd-only"].nodes[:3] == rows["proda"].nodes[:3]  # ssl, warm-up, pseudo labels of the warm-up
-    assert plan.nodes[rows["kd-only"].nodes[2]].phase == plan.nodes[rows["kd-only"].nodes[2]].name == "pseudo0"
-    for r in plan.rows:  # every node runs in a phase after those of its inputs
-        pos = [plan.phases.index(plan.nodes[n].phase) for n in r.nodes]
+    assert plan.nodes[rows["kd-only"].nodes[2]].name == "pseudo0"
+    for r in plan.rows:  # every node's chain position comes after those of its inputs
+        pos = [plan.positions.index(plan.nodes[n].name) for n in r.nodes]
         assert pos == sorted(pos) and len(set(pos)) == len(pos)
     assert len(plan.nodes) == 9  # ssl, warm-up, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2 + kd-only's distill1
 
@@ -229,7 +230,7 @@ def test_plan_json_round_trip():
     assert json.loads(plan.to_json())["naive_nodes"] == 117
 
 
-def test_a_plan_holds_the_chains_own_nodes_with_their_ids_and_the_record_plan_json_always_had():
+def test_a_plan_holds_the_chains_own_nodes_with_their_ids_and_their_plan_json_records():
     spec = AblationSpec(preset="smoke", variants=("proda",), seeds=(0,))
     plan = expand(spec)
     row_chain = chain(spec.row_config("proda", {}, 0))
@@ -237,8 +238,31 @@ def test_a_plan_holds_the_chains_own_nodes_with_their_ids_and_the_record_plan_js
     for n in row_chain:  # each id is the hash of the node's identity, its inputs by upstream id
         assert n.id == node_id(n.kind, n.config, n.seed, n.inputs) and set(n.inputs.values()) <= set(plan.nodes)
     rec = json.loads(plan.to_json())["nodes"][row_chain[1].id]
-    assert list(rec) == ["id", "kind", "name", "seed", "config", "inputs", "phase", "est_cost"]
-    assert rec["phase"] == rec["name"] == "warmup" and Node.from_dict(rec) == row_chain[1]
+    assert list(rec) == ["id", "kind", "name", "seed", "config", "inputs", "est_cost"]
+    assert rec["name"] == "warmup" and Node.from_dict(rec) == row_chain[1]
+
+
+def test_a_plan_json_written_before_the_rename_loads_into_the_same_plan():
+    # older plans: each node record repeats its name as "phase", the positions used are listed as "phases"
+    plan = expand(AblationSpec(preset="smoke", variants=("warmup+", "proda"), seeds=(0,)))
+    d = json.loads(plan.to_json())
+    for rec in d["nodes"].values():
+        rec["phase"] = rec["name"]
+    d["phases"] = d.pop("positions")
+    old = Plan.from_json(json.dumps(d))
+    assert old == plan and old.positions == ["ssl", "warmup", "warmup+", "pseudo0", "stage1", "pseudo1",
+                                             "distill1", "pseudo2", "distill2"]
+    assert old.to_json() == plan.to_json()  # rewritten (every start does) in today's form
+
+
+def test_a_plan_pickled_before_the_rename_unpickles_with_its_positions():
+    # the searcher of an interrupted Tune experiment holds a Plan pickled by the driver that started it
+    plan = expand(AblationSpec(preset="smoke", variants=("warmup",), seeds=(0,)))
+    new = pickle.dumps(plan, protocol=2)  # protocol 2: each str is 'X', its 4-byte length, its UTF-8 bytes
+    field = b"X\x09\x00\x00\x00positions"
+    assert new.count(field) == 1
+    old = pickle.loads(new.replace(field, b"X\x06\x00\x00\x00phases"))
+    assert old == plan and old.positions == ["warmup"] and not hasattr(old, "phases")
 
 
 def test_summary_reports_merging():

@@ -22,7 +22,7 @@ def chain_plan():
     nodes = [node("a", "warmup", 100), node("b", "warmup", 100), node("c", "pseudo", 10, model="a"),
              node("d", "stage1", 50, model="a", pseudo="c")]
     return Plan(spec=SimpleNamespace(name="t"), nodes={n.id: n for n in nodes}, rows=[],
-                phases=["warmup", "pseudo", "stage1"], naive_nodes=4, naive_cost=260)
+                positions=["warmup", "pseudo", "stage1"], naive_nodes=4, naive_cost=260)
 
 
 class Clock:
@@ -92,7 +92,7 @@ def test_stage1_flavours_and_warmup_plus_learn_from_the_closest_step(chain_plan)
              node("pd", "stage1", 100, stage1={"st": True, "pd": True}),
              node("sl", "stage1", 100, stage1={"st": True, "pd": True, "sl": True})]
     plan = Plan(spec=SimpleNamespace(name="t"), nodes={n.id: n for n in nodes}, rows=[],
-                phases=["warmup", "extend", "stage1"], naive_nodes=6, naive_cost=600)
+                positions=["warmup", "extend", "stage1"], naive_nodes=6, naive_cost=600)
     est = Estimator(plan, slots=6)
     for i in plan.nodes:
         est.start(i, 0.0)
@@ -148,7 +148,7 @@ def test_event_lines_say_what_happened_to_each_node(smoke, tmp_path):
     v, lines = view(smoke, tmp_path, clock)
     warm = next(n for n in smoke.nodes.values() if n.kind == "warmup" and n.seed == 1)
     stage1 = next(n for n in smoke.nodes.values() if n.kind == "stage1" and n.seed == 0)
-    later = next(n for n in smoke.nodes.values() if n.phase == "pseudo1" and n.seed == 0)
+    later = next(n for n in smoke.nodes.values() if n.name == "pseudo1" and n.seed == 0)
     for n, rec in ((warm, {"miou": 13.704, "stage": "warmup"}),
                    (stage1, {"type": "ValueError", "error": "boom", "traceback": "traceback.txt"})):
         (tmp_path / "nodes" / n.id).mkdir(parents=True)

@@ -46,8 +46,8 @@ def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cac
     assert sum(n.startswith("warmup_") for n in names) == 4  # 2 warm-up kinds × 2 seeds, merged across 5 variants
     assert sum(n.startswith("ssl_") for n in names) == 2  # one ssl node per seed
     assert {t.config["node_id"] for t in analysis.trials} == set(json.loads((study / "plan.json").read_text())["nodes"])
-    # no barrier between phases: some node started before a node of an earlier phase had finished
-    order = json.loads((study / "plan.json").read_text())["phases"]
+    # no barrier between chain positions: some node started before a node at an earlier position had finished
+    order = json.loads((study / "plan.json").read_text())["positions"]
     spans = {t.config["node_id"]: (t.config["phase"], t.run_metadata.start_time, t.last_result["timestamp"])
              for t in analysis.trials}
     assert any(order.index(pa) < order.index(pb) and sb < ea

@@ -57,19 +57,19 @@ def finish(study, node_id, ok=True):
 
 def test_critical_path_puts_the_long_chains_first(plan):
     cp = critical_path(plan)
-    warmups = plan.nodes_in_phase("warmup")
+    warmups = plan.nodes_at("warmup")
     chained = [n.id for n in warmups if any(n.id in m.inputs.values() for m in plan.nodes.values())]
     alone = [n.id for n in warmups if n.id not in chained]
     assert len(chained) == 2 and len(alone) == 2  # the source-only warm-ups are rows' final nodes
     assert min(cp[i] for i in chained) > max(cp[i] for i in alone)
-    last = plan.nodes_in_phase("distill2")
+    last = plan.nodes_at("distill2")
     assert all(cp[n.id] == n.est_cost for n in last)
     # the longest chain after an adversarial warm-up: pseudo0 → stage1 → … → distill2 (not its short warmup+
     # branch, not the ssl node upstream of the students)
     assert cp[chained[0]] == pytest.approx(sum(n.est_cost for n in plan.nodes.values()
                                                if n.seed == plan.nodes[chained[0]].seed and n.id not in alone
                                                and n.kind not in ("ssl", "extend")))
-    assert all(max(cp[i] for i in alone) < cp[n.id] < min(cp[i] for i in chained) for n in plan.nodes_in_phase("ssl"))
+    assert all(max(cp[i] for i in alone) < cp[n.id] < min(cp[i] for i in chained) for n in plan.nodes_at("ssl"))
 
 
 def test_nodes_are_handed_out_as_their_inputs_finish_without_phase_barriers(plan, tmp_path, said):
@@ -79,7 +79,7 @@ def test_nodes_are_handed_out_as_their_inputs_finish_without_phase_barriers(plan
     assert [c["phase"] for c in first] == ["warmup"] * 2 + ["ssl"] * 2 + ["warmup"] * 2
     assert s.suggest("tx") is None  # the rest waits for a running node
     by_trial = {f"t{k}": c["node_id"] for k, c in enumerate(first)}
-    assert {c["node_id"] for c in first} == {n.id for p in ("warmup", "ssl") for n in plan.nodes_in_phase(p)}
+    assert {c["node_id"] for c in first} == {n.id for p in ("warmup", "ssl") for n in plan.nodes_at(p)}
     assert all(c["study_dir"] == str(tmp_path) for c in first)
 
     # one seed's adversarial warm-up ends while the others still run: its pseudo labels, then warmup+, start now
@@ -121,7 +121,7 @@ def test_a_failed_input_skips_its_branch_and_the_rest_finishes(plan, tmp_path, s
     finish(tmp_path, warm[bad], ok=False)
     s.on_trial_complete(bad, error=True)
     branch = [n.id for n in plan.nodes.values()
-              if n.seed == plan.nodes[warm[bad]].seed and n.phase not in ("warmup", "ssl")]
+              if n.seed == plan.nodes[warm[bad]].seed and n.name not in ("warmup", "ssl")]
     assert len(branch) == 7  # warmup+, pseudo0, stage1, pseudo1, distill1, pseudo2, distill2
     for i in branch:
         assert json.loads((tmp_path / "nodes" / i / "failed.json").read_text())["error"] == \
@@ -160,7 +160,7 @@ def test_a_trial_that_ended_in_an_exception_marks_the_node_failed_with_it(plan, 
     s.on_trial_complete("t0", error=True)
     failed = json.loads((node_dir / "failed.json").read_text())
     assert failed == {"type": "IndexError", "error": "list index out of range", "traceback": "traceback.txt",
-                      "phase": c["phase"]}
+                      "node": c["phase"]}
     assert "IndexError: list index out of range" in (node_dir / "traceback.txt").read_text()
 
 
@@ -210,7 +210,7 @@ def test_each_trial_config_says_which_rows_variants_seed_switches_and_swept_valu
 
     plan = expand(SENSITIVITY_SPEC)  # pd+sl × 3 one-axis sweeps × 3 seeds: warm-ups and pseudo0 shared by 13 rows
     s = NodeScheduler(plan, tmp_path, list(plan.nodes), {"study_dir": str(tmp_path)})
-    (warmup,) = [n for n in plan.nodes_in_phase("warmup") if n.seed == 0]
+    (warmup,) = [n for n in plan.nodes_at("warmup") if n.seed == 0]
     c = pickle.loads(pickle.dumps(s)).tags[warmup.id]
     assert c["kind"] == "warmup" and c["seed"] == 0 and c["variants"] == ["pd+sl"] and c["final_of"] == []
     assert len(c["rows"]) == 13 and "pd+sl stage1.gamma1=5.0 seed0" in c["rows"]

@@ -20,7 +20,7 @@ def test_a_nodes_status_goes_missing_running_failed_and_after_a_retry_done(tmp_p
         rec = study.record_error(d, e)
     study.mark_failed(d, rec, "warmup")
     assert study.node_status(tmp_path, "a" * 16) == "failed"
-    assert study.read_failed(d) == {"type": "KeyError", "error": "'x'", "traceback": "traceback.txt", "phase": "warmup"}
+    assert study.read_failed(d) == {"type": "KeyError", "error": "'x'", "traceback": "traceback.txt", "node": "warmup"}
     study.retry(d)
     assert study.status(d) == "running" and sorted(p.name for p in d.iterdir()) == []
     write_json(d / "done.json", {"miou": 1.0})
@@ -37,7 +37,14 @@ def test_an_unfinished_trial_is_failed_with_its_recorded_error_or_in_words(tmp_p
     study.mark_unfinished(with_error, "stage1")
     study.mark_unfinished(killed, "stage1")
     assert study.read_failed(with_error)["error"] == "out of memory"
-    assert study.read_failed(killed) == {"error": study.UNFINISHED, "phase": "stage1"}
+    assert study.read_failed(killed) == {"error": study.UNFINISHED, "node": "stage1"}
+
+
+def test_a_verdict_written_before_the_rename_reads_with_its_node_name(tmp_path):
+    # older failed.json files named the node's chain position "phase"
+    write_json(tmp_path / "failed.json", {"error": study.SKIPPED, "phase": "pseudo0"})
+    assert study.read_failed(tmp_path) == {"error": study.SKIPPED, "node": "pseudo0"}
+    assert study.status(tmp_path) == "failed"
 
 
 def test_the_plan_and_the_running_marker_round_trip_through_the_folder(tmp_path):

@@ -29,7 +29,7 @@ from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from proda.chain import CITYSCAPES_TRAIN_IMAGES, Node, chain, est_cost, node_id, phase_position  # noqa: F401
+from proda.chain import CITYSCAPES_TRAIN_IMAGES, Node, chain, chain_position, est_cost, node_id  # noqa: F401
 from proda.config import Config, ConfigError, field_paths, load_yaml, naming_file
 from proda.presets import COMPONENTS, PRESETS, VARIANTS, make_config
 
@@ -258,12 +258,20 @@ class Plan:
     spec: AblationSpec
     nodes: dict[str, Node]
     rows: list[Row]
-    phases: list[str]  # in execution order, only those used
+    positions: list[str]  # the chain positions (node names) used, in execution order
     naive_nodes: int  # one independent chain per row
     naive_cost: float
 
-    def nodes_in_phase(self, phase: str) -> list[Node]:
-        return [n for n in self.nodes.values() if n.phase == phase]
+    def nodes_at(self, name: str) -> list[Node]:
+        """The nodes at chain position ``name`` (``warmup``, ``pseudo0``, ...)."""
+        return [n for n in self.nodes.values() if n.name == name]
+
+    def __setstate__(self, state: dict) -> None:
+        # backward compatibility: a Plan pickled before the field was renamed (the searcher of an
+        # interrupted Tune experiment, in its tuner.pkl) has "phases"
+        if "phases" in state:
+            state["positions"] = state.pop("phases")
+        self.__dict__.update(state)
 
     @property
     def cost(self) -> float:
@@ -272,24 +280,25 @@ class Plan:
     def to_json(self) -> str:
         return json.dumps({"version": 1, "spec": self.spec.to_dict(),
                            "nodes": {k: n.to_dict() for k, n in self.nodes.items()},
-                           "rows": [asdict(r) for r in self.rows], "phases": self.phases,
+                           "rows": [asdict(r) for r in self.rows], "positions": self.positions,
                            "naive_nodes": self.naive_nodes, "naive_cost": self.naive_cost}, indent=1)
 
     @classmethod
     def from_json(cls, text: str) -> "Plan":
         d = json.loads(text)
         return cls(spec=_stored_spec(d["spec"]), nodes={k: Node.from_dict(n) for k, n in d["nodes"].items()},
-                   rows=[Row(**r) for r in d["rows"]], phases=list(d["phases"]),
+                   # backward compatibility: a plan.json written before the rename has "phases"
+                   rows=[Row(**r) for r in d["rows"]], positions=list(d.get("positions", d.get("phases"))),
                    naive_nodes=int(d["naive_nodes"]), naive_cost=float(d["naive_cost"]))
 
     def summary(self) -> str:
         s = self.spec
         lines = [f"study '{s.name}': preset {s.preset}, {len(s.variants)} variant(s) × {len(s.combos())} axis "
                  f"setting(s) × {len(s.seeds)} seed(s) = {len(self.rows)} rows",
-                 f"{'phase':<10} {'nodes':>6} {'naive':>6} {'merged away':>12}"]
-        naive = Counter(self.nodes[nid].phase for r in self.rows for nid in r.nodes)
-        for p in self.phases:
-            k = len(self.nodes_in_phase(p))
+                 f"{'position':<10} {'nodes':>6} {'naive':>6} {'merged away':>12}"]
+        naive = Counter(self.nodes[nid].name for r in self.rows for nid in r.nodes)
+        for p in self.positions:
+            k = len(self.nodes_at(p))
             lines.append(f"{p:<10} {k:>6} {naive[p]:>6} {naive[p] - k:>12}")
         total = len(self.nodes)
         lines.append(f"{'total':<10} {total:>6} {self.naive_nodes:>6} {self.naive_nodes - total:>12}")
@@ -326,14 +335,14 @@ def expand(spec: AblationSpec) -> Plan:
                     naive_nodes, naive_cost = naive_nodes + 1, naive_cost + n.est_cost
                     if n.id not in nodes:
                         nodes[n.id] = n
-                    elif phase_position(n.name) < phase_position(nodes[n.id].name):
+                    elif chain_position(n.name) < chain_position(nodes[n.id].name):
                         # the same computation at an earlier chain position (e.g. pseudo labels of the
-                        # warm-up, named pseudo1 in a chain without stage 1): run it in the earlier phase
+                        # warm-up, named pseudo1 in a chain without stage 1): it takes the earlier name
                         nodes[n.id].name = n.name
                 ids = [n.id for n in row_nodes]
                 rows.append(Row(vname, {k: _lookup(row_nodes[0].config, k) for k in combo}, seed, ids, ids[-1]))
-    phases = sorted({n.phase for n in nodes.values()}, key=phase_position)
-    return Plan(spec, nodes, rows, phases, naive_nodes, naive_cost)
+    positions = sorted({n.name for n in nodes.values()}, key=chain_position)
+    return Plan(spec, nodes, rows, positions, naive_nodes, naive_cost)
 
 
 # -- built-in studies ------------------------------------------------------------------------------

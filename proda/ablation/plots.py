@@ -283,7 +283,7 @@ def train_curves(study_dir: str | Path) -> pd.DataFrame:
         for step, r in sorted(by_step.items()):
             for k, v in r.items():
                 if (k not in _NOT_LOSSES or k == "images_per_s") and isinstance(v, (int, float)):
-                    recs.append((nid, node.phase, node.kind, served.get(nid, ""), node.seed, step, k, float(v)))
+                    recs.append((nid, node.name, node.kind, served.get(nid, ""), node.seed, step, k, float(v)))
     return pd.DataFrame(recs, columns=["node_id", "phase", "kind", "rows", "seed", "step", "metric", "value"])
 
 

@@ -185,13 +185,13 @@ class StudyProgress:
         steps = self.steps.get(i)
         where = f"step {step}/{steps}" if steps else "labelling"
         speed = f"  {img_s:.1f} img/s" if img_s else ""
-        return f"  {n.phase:<9} {i[:8]} seed {n.seed}  {where}{speed}  {self.rows.get(i, '')}"
+        return f"  {n.name:<9} {i[:8]} seed {n.seed}  {where}{speed}  {self.rows.get(i, '')}"
 
     def event_line(self, event: str, i: str, detail: str) -> str:
         """``[00:01:05] finished stage1 5a1a3978 seed 0: mIoU 13.19 in 42 s``; started: ``… seed 0 for <rows>``."""
         n = self.plan.nodes[i]
         sep = " " if event == "started" else ": "
-        return f"[{clock_text(self.clock() - self.t0)}] {event} {n.phase} {i[:8]} seed {n.seed}" + \
+        return f"[{clock_text(self.clock() - self.t0)}] {event} {n.name} {i[:8]} seed {n.seed}" + \
             (sep + detail if detail else "")
 
     # -- output
@@ -214,7 +214,7 @@ class StudyProgress:
             return
         t = self.clock()
         rec = {"t": round(t - self.t0, 3), "time": time.time(), "event": event, "node": i,
-               "phase": self.plan.nodes[i].phase if i else None, "kind": self.plan.nodes[i].kind if i else None,
+               "phase": self.plan.nodes[i].name if i else None, "kind": self.plan.nodes[i].kind if i else None,
                "nodes_done": len(self.est.done), "nodes": len(self.plan.nodes),
                "work_done": round(self.work_share(), 6), "eta_s": self.est.remaining(t), **extra}
         try:

@@ -107,7 +107,7 @@ def collect(study_dir: str | Path) -> pd.DataFrame:
     def add(i, row, nid, step, cls, iou, miou):
         node, st = plan.nodes[nid], states[nid]
         vals = {"study": study_dir.name, "row": i, "variant": row.variant, "seed": row.seed, "node_id": nid,
-                "phase": node.phase, "kind": node.kind, "step": step, "class": cls, "iou": iou, "miou": miou,
+                "phase": node.name, "kind": node.kind, "step": step, "class": cls, "iou": iou, "miou": miou,
                 "status": st["status"], "is_final": nid == row.final,
                 "pseudo_label_accuracy": st["pseudo_label_accuracy"], "error": st["error"],
                 "traceback": st["traceback"]}

@@ -7,7 +7,7 @@ Tune directly (:func:`scaling`).
 Node artifacts live in ``STUDY/nodes/<node_id>/`` (a path every worker can reach: local disk on one
 machine, a shared file system such as NFS/EFS on a cluster); Tune/Train bookkeeping lives in
 ``STUDY/tune/``. The experiment's searcher (:mod:`proda.ablation.scheduler`) starts a node as soon as its
-inputs are done — no barrier between phases. A node with ``done.json`` never runs again — that is how an
+inputs are done — no barrier between chain positions. A node with ``done.json`` never runs again — that is how an
 interrupted study resumes; the Tune experiment an interrupted driver left is restored with ``Tuner.restore``.
 A node that raises is recorded at once by the process that caught the exception: its type and first line in
 the node's ``error.json``, the full traceback in ``traceback.txt``; the driver copies the record into
@@ -81,7 +81,7 @@ def _train_worker(config: dict) -> None:
         res = run_node(node, cfg, node_dir, inputs, reporter=reporter, resume=True,
                        metrics_log=node_dir / "metrics.jsonl", log=log)
     except NonFiniteLoss as e:  # deterministic: retrying cannot help; mark failed, stop this branch
-        study.mark_failed(node_dir, study.record_error(node_dir, e), node.phase)
+        study.mark_failed(node_dir, study.record_error(node_dir, e), node.name)
         report({"failed": 1, "error": f"{type(e).__name__}: {e}", "node_id": node.id})
         return
     except Exception as e:  # recorded here, where the traceback is; Tune/Train retry the node (max_failures)
@@ -286,7 +286,7 @@ def run_dag(plan: Plan, study_dir: Path, sc: dict, concurrent: int, max_failures
     study.clear_running(study_dir)
     for i in todo:  # e.g. a trial the restored experiment had finished before the kill, without its node
         if study.node_status(study_dir, i) not in ("done", "failed"):
-            study.mark_unfinished(study.node_dir(study_dir, i), plan.nodes[i].phase)
+            study.mark_unfinished(study.node_dir(study_dir, i), plan.nodes[i].name)
 
 
 def _digest(ids: list[str]) -> str:
@@ -334,8 +334,8 @@ def run_study(plan: Plan, study_dir: str | Path, *, address: str | None = None, 
 
 
 def run_study_local(plan: Plan, study_dir: str | Path, log: Callable[[str], None] = print) -> Path:
-    """Run every unfinished node of ``plan`` in this process, phase by phase (no Ray): for benchmarks
-    that compare against the Ray runner, and for machines without Ray. Same folder layout."""
+    """Run every unfinished node of ``plan`` in this process, in the order of their chain positions (no Ray): for
+    benchmarks that compare against the Ray runner, and for machines without Ray. Same folder layout."""
     from proda.config import Config
     from proda.engine.nodes import run_node
 
@@ -343,13 +343,13 @@ def run_study_local(plan: Plan, study_dir: str | Path, log: Callable[[str], None
     check_inputs(plan)
     probe_storage(study_dir)
     study.write_plan(study_dir, plan)
-    for phase in plan.phases:
-        for node in plan.nodes_in_phase(phase):
+    for name in plan.positions:
+        for node in plan.nodes_at(name):
             if study.node_status(study_dir, node.id) == "done":
                 continue
             node_dir = study.node_dir(study_dir, node.id)
             if any(study.node_status(study_dir, up) != "done" for up in node.inputs.values()):
-                study.mark_failed(node_dir, study.SKIPPED, phase)
+                study.mark_failed(node_dir, study.SKIPPED, name)
                 continue
             study.retry(node_dir)  # failed before: tried again
             try:
@@ -358,7 +358,7 @@ def run_study_local(plan: Plan, study_dir: str | Path, log: Callable[[str], None
                          metrics_log=node_dir / "metrics.jsonl", log=lambda s, i=node.id: log(f"[{i[:8]}] {s}"))
             except Exception as e:  # noqa: BLE001 - as on Ray: the node fails, its branch is skipped, the rest runs
                 rec = study.record_error(node_dir, e)
-                study.mark_failed(node_dir, rec, phase)
-                log(f"[{node.id[:8]}] [{phase}] FAILED: {rec['type']}: {rec['error']} "
+                study.mark_failed(node_dir, rec, name)
+                log(f"[{node.id[:8]}] [{name}] FAILED: {rec['type']}: {rec['error']} "
                     f"(traceback: {node_dir / rec['traceback']})")
     return study_dir

@@ -34,9 +34,9 @@ def critical_path(plan: Plan, cost: dict[str, float] | None = None) -> dict[str,
 
 
 def run_order(plan: Plan, ids) -> list[str]:
-    """``ids`` in the order the searcher starts them: longest estimated chain first, then phase, then id."""
-    rank, order = critical_path(plan), {p: k for k, p in enumerate(plan.phases)}
-    return sorted(ids, key=lambda i: (-rank[i], order[plan.nodes[i].phase], i))
+    """``ids`` in the order the searcher starts them: longest estimated chain first, then chain position, then id."""
+    rank, order = critical_path(plan), {p: k for k, p in enumerate(plan.positions)}
+    return sorted(ids, key=lambda i: (-rank[i], order[plan.nodes[i].name], i))
 
 
 def trial_name(trial) -> str:
@@ -93,8 +93,8 @@ class NodeScheduler(Searcher):
     """Tune searcher over the study's DAG: ``suggest`` returns a node whose inputs are all done (the one
     with the longest estimated chain after it first), ``None`` while every waiting node still waits for a
     running one, and ``FINISHED`` when none is left. A node whose input failed is marked failed (skipped)
-    instead of run. No barriers between phases: seed 0's pseudo labels start while seed 1 still warms up,
-    and the trial processes (reused, Train local mode) import torch once per slot, not once per phase."""
+    instead of run. No barriers between chain positions: seed 0's pseudo labels start while seed 1 still warms
+    up, and the trial processes (reused, Train local mode) import torch once per slot, not once per position."""
 
     def __init__(self, plan: Plan, study_dir: Path, todo: list[str], base: dict):
         super().__init__()
@@ -116,8 +116,7 @@ class NodeScheduler(Searcher):
             failed = False
             for i in list(self.pending):
                 if any(self._status(up) == "failed" for up in self._inputs(i)):
-                    phase = self.plan.nodes[i].phase
-                    study.mark_failed(study.node_dir(self.study_dir, i), study.SKIPPED, phase)
+                    study.mark_failed(study.node_dir(self.study_dir, i), study.SKIPPED, self.plan.nodes[i].name)
                     progress.emit("skipped", i)
                     self.pending.remove(i)
                     failed = True
@@ -128,12 +127,12 @@ class NodeScheduler(Searcher):
             if all(self._status(up) == "done" for up in self._inputs(i)):
                 self.pending.remove(i)
                 self.running[trial_id] = i
-                return {**self.base, "node_id": i, "phase": self.plan.nodes[i].phase, **self.tags[i]}
+                return {**self.base, "node_id": i, "phase": self.plan.nodes[i].name, **self.tags[i]}
         if not self.pending:
             return self.FINISHED
         if not self.running:  # nothing runs that could unblock the rest (cannot happen with a valid plan)
             for i in self.pending:
-                study.mark_failed(study.node_dir(self.study_dir, i), study.NO_INPUT, self.plan.nodes[i].phase)
+                study.mark_failed(study.node_dir(self.study_dir, i), study.NO_INPUT, self.plan.nodes[i].name)
             self.pending = []
             return self.FINISHED
         return None
@@ -142,10 +141,9 @@ class NodeScheduler(Searcher):
         i = self.running.pop(trial_id, None)
         if i is None:
             return
-        phase = self.plan.nodes[i].phase
         status = self._status(i)
         if status not in ("done", "failed"):
-            study.mark_unfinished(study.node_dir(self.study_dir, i), phase)
+            study.mark_unfinished(study.node_dir(self.study_dir, i), self.plan.nodes[i].name)
             status = "failed"
         progress.emit("ended", i, status)  # the live view (proda.ablation.progress)
         self._skip_blocked()

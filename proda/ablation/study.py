@@ -23,7 +23,7 @@ from proda.checkpoint import atomic_write
 from proda.engine.folder import is_done, read_done, read_json, write_json  # noqa: F401 - read_done re-exported
 
 PLAN = "plan.json"
-FAILED = "failed.json"  # the driver's verdict: an error.json record or a reason in words, and the phase
+FAILED = "failed.json"  # the driver's verdict: an error.json record or a reason in words, and the node's name
 ERROR = "error.json"  # the exception that ended an attempt at a node, written by the process that caught it
 RUNNING = "running.json"  # in STUDY/tune/
 STATUSES = ("done", "running", "failed", "missing")
@@ -56,7 +56,10 @@ def node_status(study_dir: Path, node_id: str) -> str:
 
 
 def read_failed(folder: Path) -> dict | None:
-    return read_json(folder / FAILED)
+    rec = read_json(folder / FAILED)
+    if rec is not None and "phase" in rec:  # backward compatibility: a verdict written before "node" was "phase"
+        rec["node"] = rec.pop("phase")
+    return rec
 
 
 # -- markers: errors and the driver's verdicts ---------------------------------------------------------
@@ -104,19 +107,20 @@ def retry(folder: Path) -> None:
     clear_error(folder)
 
 
-def mark_failed(folder: Path, error: str | dict, phase: str) -> None:
-    """``failed.json``: ``error`` is the reason in words (skipped, unfinished) or a :func:`record_error` record."""
+def mark_failed(folder: Path, error: str | dict, name: str) -> None:
+    """``failed.json``: ``error`` is the reason in words (skipped, unfinished) or a :func:`record_error` record;
+    ``node``: the node's name (its chain position)."""
     folder.mkdir(parents=True, exist_ok=True)
     rec = {"error": error} if isinstance(error, str) else dict(error)
-    write_json(folder / FAILED, {**rec, "phase": phase})
+    write_json(folder / FAILED, {**rec, "node": name})
 
 
-def mark_unfinished(folder: Path, phase: str) -> None:
+def mark_unfinished(folder: Path, name: str) -> None:
     """The driver's verdict on a node whose trial ended without ``done.json``: failed, with the exception
     its trial process recorded (``error.json``) when there is one, else :data:`UNFINISHED` (e.g. the
     process was killed)."""
     rec = read_json(folder / ERROR)
-    mark_failed(folder, rec if rec is not None and "type" in rec else UNFINISHED, phase)
+    mark_failed(folder, rec if rec is not None and "type" in rec else UNFINISHED, name)
 
 
 # -- the plan and the running experiment ----------------------------------------------------------------
