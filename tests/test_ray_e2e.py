@@ -35,7 +35,7 @@ def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cac
     final = df[df["is_final"] & df["iou"].notna()]
     assert len(final[["variant", "seed"]].drop_duplicates()) == 10
     assert ((final["iou"] >= 0) & (final["iou"] <= 100)).all()
-    # the study is one ordinary Tune experiment that Ray's own tools open: a trial per node, named by phase
+    # the study is one ordinary Tune experiment that Ray's own tools open: a trial per node, named <node>_<id8>
     from ray.tune import ExperimentAnalysis
 
     (exp,) = [p for p in (study / "tune").iterdir() if p.name.startswith("study-")]
@@ -48,7 +48,7 @@ def test_smoke_study_end_to_end_then_resume_runs_nothing(tmp_path, synthetic_cac
     assert {t.config["node_id"] for t in analysis.trials} == set(json.loads((study / "plan.json").read_text())["nodes"])
     # no barrier between chain positions: some node started before a node at an earlier position had finished
     order = json.loads((study / "plan.json").read_text())["positions"]
-    spans = {t.config["node_id"]: (t.config["phase"], t.run_metadata.start_time, t.last_result["timestamp"])
+    spans = {t.config["node_id"]: (t.config["node"], t.run_metadata.start_time, t.last_result["timestamp"])
              for t in analysis.trials}
     assert any(order.index(pa) < order.index(pb) and sb < ea
                for pa, _, ea in spans.values() for pb, sb, _ in spans.values()), spans

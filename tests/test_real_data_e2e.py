@@ -121,7 +121,7 @@ def _tune_tables_and_tensorboard_explain_themselves(study: Path, plan: dict, num
 
     (exp,) = (study / "tune").glob("study-*")
     df = tune.Tuner.restore(str(exp), trainable=_node_trial).get_results().get_dataframe()
-    assert {f"config/{k}" for k in ("node_id", "phase", "kind", "seed", "rows", "variants", "final_of",
+    assert {f"config/{k}" for k in ("node_id", "node", "kind", "seed", "rows", "variants", "final_of",
                                     "st", "sce", "pd", "sl", "reg", "kd")} <= set(df.columns)
     assert sorted(df["config/node_id"]) == sorted(plan["nodes"])
     assert all(df["config/seed"] == [plan["nodes"][i]["seed"] for i in df["config/node_id"]])
@@ -152,11 +152,11 @@ def _tune_tables_and_tensorboard_explain_themselves(study: Path, plan: dict, num
 
             csv = pd.read_csv(Path(t.local_path) / "progress.csv")
             assert csv.loc[csv["kind"] == "eval", ["miou", *classes]].notna().all().all(), t
-    # TensorBoard: one run per node under STUDY/tensorboard, named <phase>-<variants>-seed<k>-<id8>, that parses
+    # TensorBoard: one run per node under STUDY/tensorboard, named <node>-<variants>-seed<k>-<id8>, that parses
     runs = {p.name: p for p in (study / "tensorboard").iterdir()}
     assert sorted(r.rsplit("-", 1)[1] for r in runs) == sorted(i[:8] for i in plan["nodes"])
     for t in analysis.trials:
-        name = f"{t.config['phase']}-{','.join(t.config['variants'])}-seed{t.config['seed']}-{t.config['node_id'][:8]}"
+        name = f"{t.config['node']}-{','.join(t.config['variants'])}-seed{t.config['seed']}-{t.config['node_id'][:8]}"
         tags = tensorboard_scalars(runs[name])
         if t.config["kind"] == "pseudo":
             assert {"pseudo/pseudo_label_accuracy_all", "pseudo/pseudo_label_kept"} <= set(tags)

@@ -1,5 +1,5 @@
 """The study's Tune searcher, driven by hand (no Ray started): a node is handed out only once its inputs are
-done, no phase waits for another phase to end, a failed input skips its branch, and the state survives
+done, no chain position waits for another to end, a failed input skips its branch, and the state survives
 pickling (Tune stores the searcher in the experiment folder) and save/restore (Tune's experiment checkpoints).
 """
 
@@ -11,7 +11,7 @@ import pytest
 from conftest import tensorboard_scalars
 from proda.ablation.grid import SMOKE_SPEC, expand
 from proda.ablation import progress
-from proda.ablation.scheduler import NodeScheduler, critical_path
+from proda.ablation.scheduler import NodeScheduler, critical_path, tensorboard_name, trial_name
 from proda.ablation.study import node_status, record_error
 
 FINISHED = NodeScheduler.FINISHED
@@ -72,11 +72,11 @@ def test_critical_path_puts_the_long_chains_first(plan):
     assert all(max(cp[i] for i in alone) < cp[n.id] < min(cp[i] for i in chained) for n in plan.nodes_at("ssl"))
 
 
-def test_nodes_are_handed_out_as_their_inputs_finish_without_phase_barriers(plan, tmp_path, said):
+def test_nodes_are_handed_out_as_their_inputs_finish_without_barriers_between_chain_positions(plan, tmp_path, said):
     s = NodeScheduler(plan, tmp_path, list(plan.nodes), {"study_dir": str(tmp_path)})
     first = [s.suggest(f"t{k}") for k in range(6)]
     # only warm-ups and ssl nodes have no inputs; the longest chains first
-    assert [c["phase"] for c in first] == ["warmup"] * 2 + ["ssl"] * 2 + ["warmup"] * 2
+    assert [c["node"] for c in first] == ["warmup"] * 2 + ["ssl"] * 2 + ["warmup"] * 2
     assert s.suggest("tx") is None  # the rest waits for a running node
     by_trial = {f"t{k}": c["node_id"] for k, c in enumerate(first)}
     assert {c["node_id"] for c in first} == {n.id for p in ("warmup", "ssl") for n in plan.nodes_at(p)}
@@ -88,8 +88,8 @@ def test_nodes_are_handed_out_as_their_inputs_finish_without_phase_barriers(plan
     finish(tmp_path, by_trial[adv0])
     s.on_trial_complete(adv0)
     nxt, more = s.suggest("t6"), s.suggest("t7")
-    assert nxt["phase"] == "pseudo0" and plan.nodes[nxt["node_id"]].seed == 0
-    assert more["phase"] == "warmup+" and plan.nodes[more["node_id"]].inputs == {"model": by_trial[adv0]}
+    assert nxt["node"] == "pseudo0" and plan.nodes[nxt["node_id"]].seed == 0
+    assert more["node"] == "warmup+" and plan.nodes[more["node_id"]].inputs == {"model": by_trial[adv0]}
     assert s.suggest("t8") is None
     assert said == [("ended", by_trial[adv0], "done")]
 
@@ -160,7 +160,7 @@ def test_a_trial_that_ended_in_an_exception_marks_the_node_failed_with_it(plan, 
     s.on_trial_complete("t0", error=True)
     failed = json.loads((node_dir / "failed.json").read_text())
     assert failed == {"type": "IndexError", "error": "list index out of range", "traceback": "traceback.txt",
-                      "node": c["phase"]}
+                      "node": c["node"]}
     assert "IndexError: list index out of range" in (node_dir / "traceback.txt").read_text()
 
 
@@ -225,7 +225,7 @@ def test_each_trial_config_says_which_rows_variants_seed_switches_and_swept_valu
         ("stage1", 1, 5.0, 0.1, 0.98)
     # the trial configs the searcher hands Tune: its own keys and these, flat
     configs = [s.suggest(f"t{k}") for k in range(3)]  # the three warm-ups (nothing else has all its inputs)
-    assert all(cfg == {"study_dir": str(tmp_path), "node_id": cfg["node_id"], "phase": "warmup",
+    assert all(cfg == {"study_dir": str(tmp_path), "node_id": cfg["node_id"], "node": "warmup",
                        **s.tags[cfg["node_id"]]} for cfg in configs)
     assert sorted(cfg["seed"] for cfg in configs) == [0, 1, 2]
 
@@ -243,7 +243,7 @@ def test_each_nodes_curves_go_to_its_tensorboard_run_under_the_study_folder(tmp_
     trial = Trial(cfg)
     tb = pickle.loads(pickle.dumps(StudyTensorBoard(tmp_path)))  # Tune pickles its callbacks with the run config
     tb.log_trial_start(trial)
-    base = {"node_id": cfg["node_id"], "stage": cfg["phase"], "timestamp": 1, "training_iteration": 1}
+    base = {"node_id": cfg["node_id"], "stage": cfg["node"], "timestamp": 1, "training_iteration": 1}
     tb.log_trial_result(1, trial, {**base, "kind": "train", "step": 2, "loss_ce": 1.5, "images_per_s": 40.0})
     tb.log_trial_result(2, trial, {**base, "kind": "train", "step": 4, "loss_ce": 1.0, "images_per_s": 42.0})
     tb.log_trial_result(3, trial, {**base, "kind": "eval", "step": 4, "miou": 12.5, "iou/road": 50.0})
@@ -251,8 +251,19 @@ def test_each_nodes_curves_go_to_its_tensorboard_run_under_the_study_folder(tmp_
     tb.log_trial_end(trial)
     (run,) = (tmp_path / "tensorboard").iterdir()
     variants = ",".join(cfg["variants"])
-    assert run.name == f"{cfg['phase']}-{variants}-seed{cfg['seed']}-{cfg['node_id'][:8]}"
+    assert run.name == f"{cfg['node']}-{variants}-seed{cfg['seed']}-{cfg['node_id'][:8]}"
     ev = tensorboard_scalars(run)
     assert ev["train/loss_ce"] == [(2, 1.5), (4, 1.0)] and [s for s, _ in ev["train/images_per_s"]] == [2, 4]
     assert ev["eval/miou"] == [(4, 12.5)] and ev["eval/iou/road"] == [(4, 50.0)]
     assert not any(t.endswith(("timestamp", "training_iteration", "step", "done")) for t in ev)
+
+
+def test_a_trial_config_from_before_the_rename_gets_the_same_trial_and_tensorboard_names():
+    # the trials of an experiment started before the rename (restored by a later driver) say "phase"
+    from types import SimpleNamespace
+
+    new = {"node_id": "1a2b3c4d5e6f7a8b", "node": "stage1", "seed": 0, "variants": ["pd+sl", "proda"]}
+    old = {"phase": "stage1", **{k: v for k, v in new.items() if k != "node"}}
+    for cfg in (new, old):
+        assert trial_name(SimpleNamespace(config=cfg)) == "stage1_1a2b3c4d"
+        assert tensorboard_name(cfg) == "stage1-pd+sl,proda-seed0-1a2b3c4d"

@@ -39,8 +39,14 @@ def run_order(plan: Plan, ids) -> list[str]:
     return sorted(ids, key=lambda i: (-rank[i], order[plan.nodes[i].name], i))
 
 
+def node_name(config: dict) -> str:
+    """The name (chain position) of the node a trial config runs: its ``node`` key."""
+    # backward compatibility: trials of an experiment started before the rename (restored) say "phase"
+    return config["node"] if "node" in config else config["phase"]
+
+
 def trial_name(trial) -> str:
-    return f"{trial.config['phase']}_{trial.config['node_id'][:8]}"
+    return f"{node_name(trial.config)}_{trial.config['node_id'][:8]}"
 
 
 STAGE_SWITCHES = ("st", "sce", "pd", "sl", "reg", "kd")  # the components of proda.presets.COMPONENTS a row varies
@@ -82,11 +88,11 @@ def trial_tags(plan: Plan) -> dict[str, dict]:
 
 
 def tensorboard_name(config: dict) -> str:
-    """A node's TensorBoard run, ``<phase>-<variants>-seed<k>-<id8>``: ``stage1-pd+sl,proda-seed0-1a2b3c4d``."""
+    """A node's TensorBoard run, ``<node>-<variants>-seed<k>-<id8>``: ``stage1-pd+sl,proda-seed0-1a2b3c4d``."""
     variants = ",".join(config.get("variants", ())) or "node"
     if len(variants) > 60:
         variants = f"{len(config['variants'])}variants"
-    return f"{config['phase']}-{variants}-seed{config.get('seed', 'x')}-{config['node_id'][:8]}"
+    return f"{node_name(config)}-{variants}-seed{config.get('seed', 'x')}-{config['node_id'][:8]}"
 
 
 class NodeScheduler(Searcher):
@@ -127,7 +133,7 @@ class NodeScheduler(Searcher):
             if all(self._status(up) == "done" for up in self._inputs(i)):
                 self.pending.remove(i)
                 self.running[trial_id] = i
-                return {**self.base, "node_id": i, "phase": self.plan.nodes[i].name, **self.tags[i]}
+                return {**self.base, "node_id": i, "node": self.plan.nodes[i].name, **self.tags[i]}
         if not self.pending:
             return self.FINISHED
         if not self.running:  # nothing runs that could unblock the rest (cannot happen with a valid plan)

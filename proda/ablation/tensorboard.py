@@ -3,7 +3,7 @@
 A Tune callback on the driver: it sees every result a node reports (its losses, images/s and lr at each log
 step, mIoU and per-class IoU at each evaluation; :func:`proda.engine.trainer.run_stage`) and writes them with
 tensorboardX — the writer Tune's own logger uses, a dependency of ``ray[tune]`` — to
-``STUDY/tensorboard/<phase>-<variants>-seed<k>-<id8>/`` (:func:`proda.ablation.scheduler.tensorboard_name`),
+``STUDY/tensorboard/<node>-<variants>-seed<k>-<id8>/`` (:func:`proda.ablation.scheduler.tensorboard_name`),
 so ``tensorboard --logdir STUDY`` shows each node's curves under its name, with the optimiser step as x.
 Tune's own TensorBoard logger is left out of the experiment (:func:`tune_loggers`): it would write every
 trial a second time, under ``STUDY/tune/…``, and point the user at a folder under ``/tmp/ray/session_…``.
