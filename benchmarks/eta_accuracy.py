@@ -84,7 +84,8 @@ def table(run: list[dict], every: bool = False, replay: list[float | None] | Non
         true = end - r["t"]
         eta = r["eta_s"]
         err = _error(eta, true)
-        row = [f"{r['t'] / 60:.1f}", f"{r['event']} {r['phase']}", f"{r['nodes_done']}/{r['nodes']}",
+        name = r["name"] if "name" in r else r["phase"]  # backward compatibility: older event logs say "phase"
+        row = [f"{r['t'] / 60:.1f}", f"{r['event']} {name}", f"{r['nodes_done']}/{r['nodes']}",
                f"{100 * r['work_done']:.0f}%", "unknown" if eta is None else f"{eta / 60:.1f}",
                f"{true / 60:.1f}", "–" if err is None else f"{err:+.0f}%"]
         times.append(r["t"])

@@ -36,7 +36,8 @@ CITYSCAPES_TRAIN_IMAGES = 2975
 @dataclass
 class Node:
     """One stage node: of a variant's chain (:func:`chain`) and of a study's plan (``Plan.nodes``, ``plan.json``),
-    run by :func:`proda.engine.nodes.run_node`. Its ``name`` is its chain position (also the trial-name prefix)."""
+    run by :func:`proda.engine.nodes.run_node`. Its ``name`` is its chain position (the trial-name prefix and
+    the ``node`` column of the tables)."""
 
     kind: str  # ssl | warmup | extend | pseudo | stage1 | distill
     name: str  # ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, ... (the earliest, when merged)

@@ -178,6 +178,8 @@ def test_event_lines_say_what_happened_to_each_node(smoke, tmp_path):
     # every event is in the study's event log, with the ETA shown then
     log = [json.loads(s) for s in (tmp_path / "events.jsonl").read_text().splitlines()]
     assert [r["event"] for r in log] == ["begin", "started", "finished", "started", "FAILED", "skipped", "end"]
+    assert [(r["node"], r["name"], r["kind"]) for r in log[4:6]] == [(stage1.id, "stage1", "stage1"),
+                                                                     (later.id, "pseudo1", "pseudo")]
     assert log[2]["seconds"] == 60 and log[2]["nodes_done"] == 1 and log[2]["eta_s"] > 0
     assert log[1]["eta_s"] is None  # at the first start nothing was measured or reported yet
 
@@ -224,7 +226,7 @@ def test_rows_are_cut_to_the_width_with_their_count():
 
 
 def test_on_a_terminal_a_tqdm_bar_for_the_study_and_a_line_per_running_node(smoke, tmp_path, capsys):
-    """tty: the study's bar (nodes done, share of the work, ETA) and one line per running node (phase, id, seed,
+    """tty: the study's bar (nodes done, share of the work, ETA) and one line per running node (name, id, seed,
     step/steps, img/s, the rows it serves); the event lines print above the bars."""
     clock = Clock()
     v = StudyProgress(smoke, tmp_path, list(smoke.nodes), slots=2, tty=True, clock=clock, events_file=False)

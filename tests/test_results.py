@@ -63,7 +63,7 @@ def study(tmp_path_factory):
         write_node(root, r.nodes[1], done={"kind": "pseudo", "pseudo_label_accuracy": 70.0 + s})
     write_node(root, rows["st", 0].final, [(10, 36.0), (20, 38.0)], done={"miou": 38.0, "iou": iou(38.0)})
     write_node(root, rows["st", 1].final, [(10, 20.0)], failed={"type": "NonFiniteLoss", "error": "loss became NaN",
-                                                                  "traceback": "traceback.txt", "phase": "stage1"})
+                                                                  "traceback": "traceback.txt", "node": "stage1"})
     write_node(root, rows["pd+sl", 0].final, [(10, 40.0), (20, 44.0)], done={"miou": 44.0, "iou": iou(44.0)})
     write_node(root, rows["pd+sl", 1].final, [(10, 41.0), (20, 42.0)], done={"miou": 42.0, "iou": iou(42.0)})
     write_node(root, rows["pd+sl", 2].final, [(10, 50.0)], extra_lines=['{"stage": "stage1", "ste'])  # torn line
@@ -104,13 +104,13 @@ def test_collect_lists_every_node_of_every_row_with_its_status(study):
     failed = df[df["status"] == "failed"]
     assert len(failed) == 3 and set(failed["error"]) == {"NonFiniteLoss: loss became NaN"}  # 1 eval × 3 classes
     assert set(failed["traceback"]) == {str(study / "nodes" / failed["node_id"].iloc[0] / "traceback.txt")}
-    pseudo = df[df["phase"] == "pseudo0"]
+    pseudo = df[df["node"] == "pseudo0"]
     assert len(pseudo) == 6 and pseudo["step"].isna().all()  # once per row that uses it (st, pd+sl × 3 seeds)
     assert sorted(set(pseudo["pseudo_label_accuracy"])) == [70.0, 71.0, 72.0]
     w2 = df[(df["variant"] == "warmup") & (df["seed"] == 2)]
     assert list(w2["step"]) == [40, 40, 40] and list(w2["miou"]) == [31.0] * 3  # from done.json
     # a warm-up is listed under every row whose chain holds it: 3 variants × (2 evals × 3 classes) for seed 0
-    assert len(df[(df["phase"] == "warmup") & (df["seed"] == 0)]) == 3 * 6
+    assert len(df[(df["node"] == "warmup") & (df["seed"] == 0)]) == 3 * 6
 
 
 def test_ablation_table_last(study):
@@ -173,7 +173,7 @@ def test_parquet_is_written_atomically_and_readable(study):
     assert not [p for p in study.iterdir() if p.name.endswith(".tmp")]
     table = pq.read_table(path)
     assert table.num_rows == len(R.collect(study))
-    for col in ("study", "variant", "seed", "node_id", "phase", "kind", "step", "class", "iou", "miou", "status",
+    for col in ("study", "variant", "seed", "node_id", "node", "kind", "step", "class", "iou", "miou", "status",
                 "is_final"):
         assert col in table.column_names
     df = table.to_pandas()

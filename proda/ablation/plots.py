@@ -270,7 +270,7 @@ def _served(plan, axes: list[str]) -> dict[str, str]:
 
 
 def train_curves(study_dir: str | Path) -> pd.DataFrame:
-    """Every train record of every node in ``metrics.jsonl``, long: ``node_id, phase, kind, rows, seed, step,
+    """Every train record of every node in ``metrics.jsonl``, long: ``node_id, node, kind, rows, seed, step,
     metric, value`` (the loss terms, ``total``, ``images_per_s``; ``rows``: the row groups the node serves);
     a step logged twice (a resumed node) keeps its later record."""
     study_dir = Path(study_dir)
@@ -284,7 +284,7 @@ def train_curves(study_dir: str | Path) -> pd.DataFrame:
             for k, v in r.items():
                 if (k not in _NOT_LOSSES or k == "images_per_s") and isinstance(v, (int, float)):
                     recs.append((nid, node.name, node.kind, served.get(nid, ""), node.seed, step, k, float(v)))
-    return pd.DataFrame(recs, columns=["node_id", "phase", "kind", "rows", "seed", "step", "metric", "value"])
+    return pd.DataFrame(recs, columns=["node_id", "node", "kind", "rows", "seed", "step", "metric", "value"])
 
 
 def _band(ax, c: pd.DataFrame, colour: str, label: str, lw: float = 1.2) -> None:

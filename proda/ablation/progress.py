@@ -7,7 +7,7 @@ ended (done: its mIoU from ``done.json``; failed: the first line of its error fr
 was skipped (an upstream node failed). Nodes finished before the run are *reused*.
 
 On a terminal: one tqdm bar for the study (share of the estimated work; nodes done / total, ETA) and one line
-per running node (phase, id, seed, rows, step/steps, img/s); node events are printed above the bar. Elsewhere
+per running node (name, id, seed, rows, step/steps, img/s); node events are printed above the bar. Elsewhere
 (CI, ``ray job submit``, a log file): one line per node event and a progress line at most every 30 s. Every
 event is also appended to ``STUDY/events.jsonl`` with the ETA the view showed then
 (``benchmarks/eta_accuracy.py`` compares it with the true remaining time).
@@ -214,7 +214,7 @@ class StudyProgress:
             return
         t = self.clock()
         rec = {"t": round(t - self.t0, 3), "time": time.time(), "event": event, "node": i,
-               "phase": self.plan.nodes[i].name if i else None, "kind": self.plan.nodes[i].kind if i else None,
+               "name": self.plan.nodes[i].name if i else None, "kind": self.plan.nodes[i].kind if i else None,
                "nodes_done": len(self.est.done), "nodes": len(self.plan.nodes),
                "work_done": round(self.work_share(), 6), "eta_s": self.est.remaining(t), **extra}
         try:

@@ -35,7 +35,7 @@ from proda.chain import STEPS_SECTION
 from proda.data.classes import class_names, sub_protocol
 
 # columns of the tidy table; the swept fields (one column each, dotted names) come after "seed"
-BASE_COLUMNS = ("study", "row", "variant", "seed", "node_id", "phase", "kind", "step", "class", "iou", "miou",
+BASE_COLUMNS = ("study", "row", "variant", "seed", "node_id", "node", "kind", "step", "class", "iou", "miou",
                 "status", "is_final", "pseudo_label_accuracy", "error", "traceback")
 MIOU = "mIoU"
 MIOU_BEST = "mIoU (best eval step: model selection on target val)"
@@ -107,7 +107,7 @@ def collect(study_dir: str | Path) -> pd.DataFrame:
     def add(i, row, nid, step, cls, iou, miou):
         node, st = plan.nodes[nid], states[nid]
         vals = {"study": study_dir.name, "row": i, "variant": row.variant, "seed": row.seed, "node_id": nid,
-                "phase": node.name, "kind": node.kind, "step": step, "class": cls, "iou": iou, "miou": miou,
+                "node": node.name, "kind": node.kind, "step": step, "class": cls, "iou": iou, "miou": miou,
                 "status": st["status"], "is_final": nid == row.final,
                 "pseudo_label_accuracy": st["pseudo_label_accuracy"], "error": st["error"],
                 "traceback": st["traceback"]}
@@ -376,7 +376,7 @@ def report(study_dir: str | Path, fmt: str = "github", select: str = "last", wri
     lines = [status_line(df)]
     failed = df[df["status"] == "failed"].drop_duplicates("node_id")
     for r in failed.itertuples(index=False):
-        lines.append(f"  failed: {r.node_id} ({r.phase}, seed {r.seed}): {r.error}"
+        lines.append(f"  failed: {r.node_id} ({r.node}, seed {r.seed}): {r.error}"
                      + (f" (traceback: {r.traceback})" if isinstance(r.traceback, str) else ""))
     numeric = fmt == "csv"
     tables = {"Ablation": ablation_table(df, select, numeric), "Per-class IoU": per_class_table(df, select)}
