@@ -2,9 +2,9 @@
 
     python benchmarks/packing.py [--storage /tmp/proda-packing] [--cpus-per-worker 1]
 
-The smoke study (`SMOKE_SPEC`: 5 variants × 2 seeds, merged into 20 nodes in 9 phases) runs twice, each
+The smoke study (`SMOKE_SPEC`: 5 variants × 2 seeds, merged into 20 nodes at 9 chain positions) runs twice, each
 in a fresh process:
-1. plainly, node by node in phase order (what `run_study_local` does), each node timed, with the
+1. plainly, node by node in the order of their chain positions (what `run_study_local` does), each node timed, with the
    threads a Ray worker gets (``int(cpus_per_worker)``);
 2. with `run_study` on a fresh local Ray (Train local mode, ``cpus_per_worker`` CPUs per node, as many
    nodes at once as fit); a watcher thread stamps when each node's folder appears (the node started)
@@ -12,10 +12,10 @@ in a fresh process:
 Two ideals, each from the node times (a) as measured inside the Ray run (scheduling efficiency: start-up,
 launch latency and idle slots only) and (b) from the plain run (end to end: also the slowdown of running
 nodes side by side):
-- by levels (issue 7's definition): Σ over phases of max(Σ node times ÷ slots, the longest node) — the
-  best schedule that runs the phases one after another;
+- by levels (issue 7's definition; a level is the nodes at one chain position): Σ over levels of
+  max(Σ node times ÷ slots, the longest node) — the best schedule that runs the levels one after another;
 - by the DAG: max(Σ all node times ÷ slots, the longest chain of nodes) — a lower bound for any schedule.
-  The runner has no barrier between phases (a node starts when its inputs are done), so it can beat the
+  The runner has no barrier between levels (a node starts when its inputs are done), so it can beat the
   level ideal; it cannot beat this one.
 Efficiency = ideal ÷ Ray's makespan (`run_study` wall time after ray.init). The last line is one JSON object.
 """
@@ -47,8 +47,8 @@ def child(mode: str, study: Path, cpus: float) -> dict:
 
         torch.set_num_threads(max(1, int(cpus)))
         times, t_all = {}, time.time()
-        for phase in plan.positions:
-            for node in plan.nodes_at(phase):
+        for name in plan.positions:
+            for node in plan.nodes_at(name):
                 t0 = time.time()
                 run_node(node, Config.from_dict(node.config),
                          study / "nodes" / node.id, {r: study / "nodes" / up for r, up in node.inputs.items()},
@@ -76,11 +76,11 @@ def child(mode: str, study: Path, cpus: float) -> dict:
 
 
 def lower_bound(plan, node_s: dict[str, float], slots: int) -> tuple[float, dict[str, float]]:
-    per_phase = {}
-    for phase in plan.positions:
-        ts = [node_s[n.id] for n in plan.nodes_at(phase)]
-        per_phase[phase] = max(sum(ts) / slots, max(ts))
-    return sum(per_phase.values()), per_phase
+    per_level = {}
+    for name in plan.positions:
+        ts = [node_s[n.id] for n in plan.nodes_at(name)]
+        per_level[name] = max(sum(ts) / slots, max(ts))
+    return sum(per_level.values()), per_level
 
 
 def dag_bound(plan, node_s: dict[str, float], slots: int) -> tuple[float, float, float]:
@@ -131,20 +131,21 @@ def main() -> int:
     if missing:
         raise RuntimeError(f"nodes without a start/end stamp in the Ray run: {sorted(missing)}")
 
-    ideal_ray, ph_ray = lower_bound(plan, ray_run["node_s"], slots)
-    ideal_plain, ph_plain = lower_bound(plan, plain["node_s"], slots)
+    ideal_ray, lv_ray = lower_bound(plan, ray_run["node_s"], slots)
+    ideal_plain, lv_plain = lower_bound(plan, plain["node_s"], slots)
     mk = ray_run["makespan_s"]
-    # where each Ray phase actually ran: first start to last end of its nodes
+    # where each level actually ran in the Ray study: first start to last end of its nodes
     rows = []
-    for phase in plan.positions:
-        ids = [n.id for n in plan.nodes_at(phase)]
+    for name in plan.positions:
+        ids = [n.id for n in plan.nodes_at(name)]
         s = min(ray_run["spans"][i][0] for i in ids)
         e = max(ray_run["spans"][i][1] for i in ids)
-        rows.append([phase, len(ids), sum(plain["node_s"][i] for i in ids), sum(ray_run["node_s"][i] for i in ids),
-                     ph_plain[phase], ph_ray[phase], s, e, e - s])
-    say("\nper phase (seconds): node times summed (plain / inside Ray), ideal phase length (plain / Ray node times),"
-        " and when the phase's nodes ran in the Ray study (from run_study's start; phases may overlap)")
-    say(table(["phase", "nodes", "Σ plain", "Σ in Ray", "ideal plain", "ideal Ray", "first start", "last end",
+        rows.append([name, len(ids), sum(plain["node_s"][i] for i in ids), sum(ray_run["node_s"][i] for i in ids),
+                     lv_plain[name], lv_ray[name], s, e, e - s])
+    say("\nper level, i.e. chain position (seconds): node times summed (plain / inside Ray), ideal level length"
+        " (plain / Ray node times), and when the level's nodes ran in the Ray study (from run_study's start; levels"
+        " may overlap)")
+    say(table(["position", "nodes", "Σ plain", "Σ in Ray", "ideal plain", "ideal Ray", "first start", "last end",
                "span"], rows))
     dag_ray, spread, longest = dag_bound(plan, ray_run["node_s"], slots)
     dag_plain, _, _ = dag_bound(plan, plain["node_s"], slots)

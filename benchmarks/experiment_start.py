@@ -1,19 +1,21 @@
 """What one `Tuner.fit()` costs before any node work: the fixed start-up of a Tune experiment.
 
-The runner used to pay it once per phase (one Tune experiment per phase); since 2026-11-27 a study is one
-Tune experiment with reused trial processes, so it is paid once per study (benchmarks/packing.py).
+The runner used to pay it once per chain position (one Tune experiment for the nodes at each position: every
+warm-up, then every pseudo0, ...); since 2026-11-27 a study is one Tune experiment with reused trial
+processes, so it is paid once per study (benchmarks/packing.py).
 
-    python benchmarks/phase_start.py [--reps 2]
+    python benchmarks/experiment_start.py [--reps 2]
 
-On a fresh local Ray (2 CPUs), each row is one `Tuner.fit()` of two 1-CPU trials (a phase of two nodes,
-as the smoke study's), run ``--reps`` times in turn; the trainables do progressively more of what a node
+On a fresh local Ray (2 CPUs), each row is one `Tuner.fit()` of two 1-CPU trials (two nodes at one chain
+position, as the smoke study's), run ``--reps`` times in turn; the trainables do progressively more of what a node
 trial does, with no training:
 1. ``empty``: a function trainable that returns at once;
 2. ``import``: the same after ``import torch, proda.engine.nodes`` (what a trial process must load);
 3. ``train-local``: a TorchTrainer in Train's local mode (``num_workers=0``) whose loop returns at once —
    the runner's 1-CPU node trial without its node.
-The differences between rows split that start (seen as ~9–10 s between phases in benchmarks/packing.py
-while each phase was its own experiment) into Tune's experiment start, the trial process's imports and Train's controller.
+The differences between rows split that start (seen as ~9–10 s between chain positions in benchmarks/packing.py
+while each position was its own experiment) into Tune's experiment start, the trial process's imports and Train's
+controller.
 The last line is one JSON object.
 """
 
@@ -89,7 +91,7 @@ def main() -> int:
     rows = [["Tune experiment, 2 empty trials", med["empty"], med["empty"]],
             ["+ import torch, proda in the trial", med["import"], med["import"] - med["empty"]],
             ["+ TorchTrainer local mode (no work)", med["train-local"], med["train-local"] - med["import"]]]
-    say(f"\nray.init {init_s:.1f} s; one Tuner.fit() of a 2-trial phase, median of {args.reps}:")
+    say(f"\nray.init {init_s:.1f} s; one Tuner.fit() of 2 trials, median of {args.reps}:")
     say(table(["trainable", "Tuner.fit s", "added s"], rows))
     emit({"ray_init_s": round(init_s, 2), **{f"fit_{k.replace('-', '_')}_s": round(v, 2) for k, v in med.items()},
           "reps": args.reps})
