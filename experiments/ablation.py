@@ -157,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
                   log=lambda s: print(s, flush=True), verbose=args.verbose)
         print(f"\nstudy {study} — wall time {time.monotonic() - t0:.0f} s\n")
         print(R.report(study, args.format, args.select, stats=args.stats))
-        if (study / "tensorboard").is_dir():  # each node's learning curves, by phase, variants and seed
+        if (study / "tensorboard").is_dir():  # each node's learning curves, by node name, variants and seed
             print(f"\nlearning curves: tensorboard --logdir {study}   (pip install tensorboard)")
         failed = [i for i in plan.nodes if node_status(study, i) == "failed"]
     except Exception as e:  # noqa: BLE001 - one clear line unless --debug

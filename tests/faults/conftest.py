@@ -192,7 +192,7 @@ def interrupted_study(tmp_path_factory, synthetic_cache):
         ck = study / "nodes" / stage1 / "checkpoint.pt"
         wait_for(ck.is_file, 300, "stage 1's first checkpoint")
         victim = wait_for(lambda: trial_processes(first.pid), 60, "stage 1's trial process")
-        assert len(victim) == 1, victim  # the only trial of the stage-1 phase
+        assert len(victim) == 1, victim  # the trial of the study's only stage-1 node
         os.kill(victim[0], signal.SIGKILL)
         killed_at = load(ck)["step"] if ck.is_file() else None
         wait_for(lambda: f"[{stage1[:8]}] [stage1] resumed from step" in first.text(), 120, "stage 1 to resume")
