@@ -222,6 +222,8 @@ class Stage1Config:
     # the distillation stages' targets use pseudo.threshold
     threshold: float = 0.0
     head_lr_mult: float | None = None  # None: optim.head_lr_mult (the official stage 1: 1, no 10× head)
+    # None: optim.optimizer; stage 1 and the control row warmup+ train with it (the paper's stage 1: SGD)
+    optimizer: str | None = None
     regulariser: str = "mrkld"  # mrkld (paper) | mrent (official option)
     official_kl_norm: bool = False  # official SL loss divides the per-pixel KL by K
     official_proto_update: bool = False  # official per-image sequential prototype EMA (λ^N)
@@ -242,6 +244,8 @@ class Stage1Config:
         _in(f"{p}.threshold", self.threshold, 0.0, 1.0, hi_open=True)
         if self.head_lr_mult is not None:
             _in(f"{p}.head_lr_mult", self.head_lr_mult, 0.0, 1000.0, lo_open=True)
+        _check(self.optimizer in (None, "sgd", "adam"), f"{p}.optimizer", self.optimizer,
+               "must be null, 'sgd' or 'adam'")
         _choice(f"{p}.regulariser", self.regulariser, ("mrkld", "mrent"))
 
 

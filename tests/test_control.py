@@ -21,6 +21,12 @@ def _cfg(cache, **kw):
                                             "warmup.lr": 1e-2, **kw})
 
 
+def _fresh_model(cfg):
+    from proda.engine.nodes import new_model
+
+    return new_model(cfg)
+
+
 def test_the_control_rows_chain_is_warmup_then_warmup_plus():
     cfg = _cfg(".")
     warmup, more = chain(cfg)
@@ -42,6 +48,24 @@ def test_warmup_plus_starts_from_the_warmup_and_its_discriminator_with_a_fresh_s
     assert stage.opt.param_groups[0]["lr"] == pytest.approx(cfg.stage1.lr)  # stage 1's rate, not the warm-up's
     stage.set_lr(2, cfg.stage1.steps)
     assert stage.opt.param_groups[0]["lr"] == pytest.approx(cfg.stage1.lr * (1 / 3) ** cfg.optim.poly_power)
+
+
+def test_stage1_optimizer_sets_the_type_of_stage1s_and_warmup_plus_optimiser_but_not_the_warmups(
+        tmp_path, synthetic_cache):
+    from proda.config import ConfigError
+    from proda.method.stages import AdversarialWarmup
+
+    cfg = _cfg(synthetic_cache, **{"optim.optimizer": "adam", "stage1.optimizer": "sgd"})
+    src, tgt, dev = open_split(cfg, "source", "train"), open_split(cfg, "target", "train"), torch.device("cpu")
+    warm = AdversarialWarmup(cfg, _fresh_model(cfg), src, tgt, dev, 0)
+    more = ContinuedAdversarial(cfg, _fresh_model(cfg), src, tgt, dev, 0, warm.disc.state_dict())
+    assert type(warm.opt) is torch.optim.Adam and type(more.opt) is torch.optim.SGD
+    assert more.opt.param_groups[0]["momentum"] == cfg.optim.momentum
+    adam = _cfg(synthetic_cache, **{"optim.optimizer": "adam"})  # stage1.optimizer None: optim.optimizer
+    assert type(ContinuedAdversarial(adam, _fresh_model(adam), src, tgt, dev, 0, warm.disc.state_dict()).opt) \
+        is torch.optim.Adam
+    with pytest.raises(ConfigError, match="stage1.optimizer"):
+        _cfg(synthetic_cache, **{"stage1.optimizer": "lamb"})
 
 
 def test_warmup_plus_runs_stage1_steps_and_its_score_is_the_rows(tmp_path, synthetic_cache):

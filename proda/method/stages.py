@@ -31,10 +31,12 @@ from proda.method.prototypes import (PrototypeBank, hard_label, proto_distances,
 IGNORE = 255
 
 
-def make_optimizer(model: nn.Module, cfg: Config, lr: float, head_lr_mult: float | None = None) -> torch.optim.Optimizer:
+def make_optimizer(model: nn.Module, cfg: Config, lr: float, head_lr_mult: float | None = None,
+                   kind: str | None = None) -> torch.optim.Optimizer:
+    """``kind`` (sgd | adam; None: ``optim.optimizer``) with ``optim``'s momentum and weight decay."""
     o = cfg.optim
     groups = model.param_groups(lr, o.head_lr_mult if head_lr_mult is None else head_lr_mult)
-    if o.optimizer == "adam":
+    if (kind or o.optimizer) == "adam":
         return torch.optim.Adam(groups, lr=lr, weight_decay=o.weight_decay)
     return torch.optim.SGD(groups, lr=lr, momentum=o.momentum, weight_decay=o.weight_decay)
 
@@ -65,7 +67,8 @@ class StageBase:
         self.net = self._wrap(self.model)
         section = getattr(cfg, self.lr_field)  # warmup / stage1 / distill: the stage's lr (stage1: its head multiplier)
         self.base_lr = section.lr
-        self.opt = make_optimizer(self.model, cfg, self.base_lr, getattr(section, "head_lr_mult", None))
+        self.opt = make_optimizer(self.model, cfg, self.base_lr, getattr(section, "head_lr_mult", None),
+                                  getattr(section, "optimizer", None))
         bs = cfg.data.batch_size // ddp.world_size() // cfg.optim.grad_accum
         if bs < 1:
             raise ValueError(f"data.batch_size={cfg.data.batch_size}: too small for {ddp.world_size()} ranks "
