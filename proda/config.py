@@ -128,6 +128,7 @@ class ModelConfig:
     squeeze_excite: bool = True  # the official head's SE block before the bottleneck
     width: int = 32  # small backbone only
     output_stride: int = 4  # small backbone only
+    norm: str = "bn"  # small backbone only: bn (BatchNorm) | gn (GroupNorm, no batch statistics; S11)
     init: str | None = None  # "ssl": every warm-up's backbone starts from the seed's ssl node (head fresh)
 
     def __post_init__(self):
@@ -142,6 +143,9 @@ class ModelConfig:
         _in(f"{p}.dropout", self.dropout, 0.0, 1.0, hi_open=True)
         _in(f"{p}.width", self.width, 4, 512)
         _choice(f"{p}.output_stride", self.output_stride, (4, 8))
+        _choice(f"{p}.norm", self.norm, ("bn", "gn"))
+        _check(self.norm == "bn" or self.backbone == "small", f"{p}.norm", self.norm,
+               "'gn' is for the small backbone (the ResNets keep BatchNorm, as their ImageNet weights)")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ def new_model(cfg: Config) -> DeepLabV2:
     m = cfg.model
     return build_model(m.backbone, cfg.data.num_classes, pretrained=m.pretrained, dilations=m.dilations,
                        feat_channels=m.feat_channels, dropout=m.dropout, image_branch=m.image_branch,
-                       squeeze_excite=m.squeeze_excite, width=m.width, output_stride=m.output_stride)
+                       squeeze_excite=m.squeeze_excite, width=m.width, output_stride=m.output_stride,
+                       norm=m.norm)
 
 
 def load_model(cfg: Config, node_dir: Path) -> DeepLabV2:

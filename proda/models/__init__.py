@@ -22,9 +22,10 @@ def build_model(
     squeeze_excite: bool = True,
     width: int = 32,
     output_stride: int = 4,
+    norm: str = "bn",
 ) -> DeepLabV2:
-    """Build DeepLab-v2. ``width``/``output_stride`` apply to the ``small`` backbone only."""
-    kwargs = {"width": width, "output_stride": output_stride} if backbone == "small" else {}
+    """Build DeepLab-v2. ``width``/``output_stride``/``norm`` apply to the ``small`` backbone only."""
+    kwargs = {"width": width, "output_stride": output_stride, "norm": norm} if backbone == "small" else {}
     net = build_backbone(backbone, **kwargs)
     if pretrained:
         load_backbone_weights(net, pretrained)

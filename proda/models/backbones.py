@@ -5,6 +5,8 @@ Weights come only from a local file (``pretrained=PATH``); nothing is ever downl
 
 from __future__ import annotations
 
+import math
+
 from pathlib import Path
 
 import torch
@@ -40,10 +42,15 @@ class ResNetBackbone(nn.Module):
         return self.layer4(self.layer3(self.layer2(self.layer1(x))))
 
 
-def _conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1) -> nn.Sequential:
+def _norm(kind: str, channels: int) -> nn.Module:
+    """BatchNorm (``"bn"``) or GroupNorm of up to 8 groups (``"gn"``: no batch statistics, train = eval)."""
+    return nn.BatchNorm2d(channels) if kind == "bn" else nn.GroupNorm(math.gcd(8, channels), channels)
+
+
+def _conv_bn(cin: int, cout: int, stride: int = 1, dilation: int = 1, norm: str = "bn") -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(cin, cout, 3, stride=stride, padding=dilation, dilation=dilation, bias=False),
-        nn.BatchNorm2d(cout),
+        _norm(norm, cout),
         nn.ReLU(inplace=True),
     )
 
@@ -56,24 +63,27 @@ class SmallBackbone(nn.Module):
     domain gap. ``output_stride`` 8 returns that map; 4 adds it, upsampled, to a 1×1 projection of
     the stride-4 features (an FPN-style skip): thin classes (poles, riders) keep their detail at a
     fraction of the cost of running the dilated layers at stride 4. Output channels: ``4 · width``.
+    ``norm``: ``"bn"`` (BatchNorm) or ``"gn"`` (GroupNorm, as the ASPP head; ``model.norm``, docs/differences.md S11).
     """
 
-    def __init__(self, width: int = 32, output_stride: int = 4):
+    def __init__(self, width: int = 32, output_stride: int = 4, norm: str = "bn"):
         super().__init__()
         if output_stride not in (4, 8):
             raise ValueError(f"model.output_stride={output_stride}: must be 4 or 8")
+        if norm not in ("bn", "gn"):
+            raise ValueError(f"model.norm={norm!r}: must be 'bn' or 'gn'")
         w = width
         self.output_stride = output_stride
-        self.stem = nn.Sequential(_conv_bn(3, w, stride=2), _conv_bn(w, w))  # stride 2
-        self.layer4 = nn.Sequential(_conv_bn(w, 2 * w, stride=2), _conv_bn(2 * w, 2 * w))  # stride 4
+        self.stem = nn.Sequential(_conv_bn(3, w, stride=2, norm=norm), _conv_bn(w, w, norm=norm))  # stride 2
+        self.layer4 = nn.Sequential(_conv_bn(w, 2 * w, stride=2, norm=norm), _conv_bn(2 * w, 2 * w, norm=norm))  # /4
         self.layer8 = nn.Sequential(  # stride 8, then dilated for context
-            _conv_bn(2 * w, 4 * w, stride=2),
-            _conv_bn(4 * w, 4 * w),
-            _conv_bn(4 * w, 4 * w, dilation=2),
-            _conv_bn(4 * w, 4 * w, dilation=4),
+            _conv_bn(2 * w, 4 * w, stride=2, norm=norm),
+            _conv_bn(4 * w, 4 * w, norm=norm),
+            _conv_bn(4 * w, 4 * w, dilation=2, norm=norm),
+            _conv_bn(4 * w, 4 * w, dilation=4, norm=norm),
         )
         if output_stride == 4:
-            self.skip = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 1, bias=False), nn.BatchNorm2d(4 * w))
+            self.skip = nn.Sequential(nn.Conv2d(2 * w, 4 * w, 1, bias=False), _norm(norm, 4 * w))
         self.out_channels = 4 * w
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
