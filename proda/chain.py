@@ -28,6 +28,9 @@ NODE_SECTIONS = {
 # or which upstream node it starts from (model.init: that shows as the node's "ssl" input), so no node's id
 # depends on them — the ssl node's id not on model.init, and a warm-up's id not on whether warmup+ follows
 NOT_IDENTITY = {"distill": ("rounds",), "warmup": ("extend",), "model": ("init",)}
+# fields added after studies were run, at the value that computes what was computed before they existed: a node
+# whose config holds that value keeps the id it had then, so existing study folders keep their finished nodes
+ADDED_FIELDS = {"model": {"norm": "bn"}, "stage1": {"optimizer": None}}
 # the order of the chain positions: ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, ...
 _FIXED_POSITIONS = {"ssl": 0, "warmup": 1, "warmup+": 2, "pseudo0": 3, "stage1": 4}
 CITYSCAPES_TRAIN_IMAGES = 2975
@@ -102,6 +105,9 @@ def node_identity(kind: str, config: dict, seed: int, input_ids: dict[str, str])
         sec = dict(config[s])
         for f in NOT_IDENTITY.get(s, ()):
             sec.pop(f, None)
+        for f, before in ADDED_FIELDS.get(s, {}).items():
+            if f in sec and sec[f] == before:
+                del sec[f]
         sections[s] = sec
     ident = {"kind": kind, "seed": seed, "sections": sections, "inputs": dict(sorted(input_ids.items()))}
     if str(sections.get("data", {}).get("source", "")).startswith("synthetic"):
