@@ -30,7 +30,7 @@ NODE_SECTIONS = {
 NOT_IDENTITY = {"distill": ("rounds",), "warmup": ("extend",), "model": ("init",)}
 # fields added after studies were run, at the value that computes what was computed before they existed: a node
 # whose config holds that value keeps the id it had then, so existing study folders keep their finished nodes
-ADDED_FIELDS = {"model": {"norm": "bn"}, "stage1": {"optimizer": None}}
+ADDED_FIELDS = {"model": {"norm": "bn"}, "stage1": {"optimizer": None, "freeze_bn": False}}
 # the order of the chain positions: ssl, warmup, warmup+, pseudo0, stage1, pseudo1, distill1, ...
 _FIXED_POSITIONS = {"ssl": 0, "warmup": 1, "warmup+": 2, "pseudo0": 3, "stage1": 4}
 CITYSCAPES_TRAIN_IMAGES = 2975

@@ -228,6 +228,9 @@ class Stage1Config:
     head_lr_mult: float | None = None  # None: optim.head_lr_mult (the official stage 1: 1, no 10× head)
     # None: optim.optimizer; stage 1 and the control row warmup+ train with it (the paper's stage 1: SGD)
     optimizer: str | None = None
+    # BatchNorm layers keep the warm-up's running statistics during stage 1 and warmup+ (the official --freeze_bn;
+    # its stage-1 command trains them): target losses are then learnt under the statistics they are evaluated with
+    freeze_bn: bool = False
     regulariser: str = "mrkld"  # mrkld (paper) | mrent (official option)
     official_kl_norm: bool = False  # official SL loss divides the per-pixel KL by K
     official_proto_update: bool = False  # official per-image sequential prototype EMA (λ^N)

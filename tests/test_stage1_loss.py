@@ -79,3 +79,34 @@ def test_stage1_threshold_sets_y_hat_and_pseudo_threshold_does_not_touch_stage1(
     assert torch.equal(base["loss_src"], all_ignored["loss_src"])  # the source term is untouched
     _, distill_threshold = _step(synthetic_cache, {"pseudo.threshold": 0.9}, **off)
     assert all(torch.equal(base[k], distill_threshold[k]) for k in base)
+
+
+def _bn_stats(model):
+    return [b.clone() for n, b in model.named_buffers() if n.endswith(("running_mean", "running_var"))]
+
+
+@pytest.mark.parametrize("freeze", [False, True])
+def test_freeze_bn_keeps_the_running_statistics_of_stage1_and_of_its_control(synthetic_cache, freeze):
+    """``stage1.freeze_bn`` (the official --freeze_bn): BatchNorm normalises with, and keeps, the warm-up's running
+    statistics in stage 1 and in warm-up+; off, a step moves them towards its batches'."""
+    cfg = tiny_config(synthetic_cache, "pd+sl", **{"stage1.freeze_bn": freeze, "stage1.threshold": 0.0})
+    torch.manual_seed(0)
+    model = new_model(cfg)
+    before = _bn_stats(model)
+    tgt = open_split(cfg, "target", "train")
+    soft = torch.full((tgt.size, K, 16, 32), 1.0 / K).half()
+    st = stages.Stage1(cfg, model, open_split(cfg, "source", "train"), tgt, soft,
+                       torch.randn(K, cfg.model.feat_channels), torch.ones(K), torch.device("cpu"), 0)
+    st.micro_step(1)
+    same = [torch.equal(a, b) for a, b in zip(before, _bn_stats(model))]
+    assert before and all(same) is freeze and any(same) is freeze
+    assert all(m.training for m in model.modules() if isinstance(m, torch.nn.Dropout2d))  # dropout stays on
+
+    from proda.method.control import ContinuedAdversarial
+    from proda.method.discriminator import FCDiscriminator
+
+    ctl = new_model(cfg)
+    before = _bn_stats(ctl)
+    disc = FCDiscriminator(K, ndf=cfg.warmup.disc_channels).state_dict()
+    ContinuedAdversarial(cfg, ctl, open_split(cfg, "source", "train"), tgt, torch.device("cpu"), 0, disc).micro_step(1)
+    assert all(torch.equal(a, b) for a, b in zip(before, _bn_stats(ctl))) is freeze

@@ -2,8 +2,8 @@
 
 Every ProDA row after the warm-up trains for ``stage1.steps`` more steps with a fresh optimiser; this row
 does the same with no ProDA component — the warm-up's own losses, a fresh optimiser of stage 1's type and
-learning rate (``optim.optimizer``, ``stage1.lr``, poly schedule over ``stage1.steps``) — so each
-component's gain can be read against more training instead of against less. The adversarial warm-up's
+learning rate (``stage1.optimizer``, ``stage1.lr``, poly schedule over ``stage1.steps``; ``stage1.freeze_bn`` as
+stage 1) — so each component's gain can be read against more training instead of against less. The adversarial warm-up's
 discriminator is carried over from the warm-up (its weights; its optimiser starts afresh at
 ``warmup.disc_lr``, like the model's).
 """
@@ -19,6 +19,11 @@ class ContinuedSource(SourceStage):
     name = "warmup+"
     lr_field = "stage1"
 
+    def micro_step(self, accum):
+        if self.cfg.stage1.freeze_bn:  # as stage 1 trains, so does its control
+            self.freeze_bn()
+        return super().micro_step(accum)
+
 
 class ContinuedAdversarial(AdversarialWarmup):
     """The adversarial warm-up continued with stage 1's learning rate and the warm-up's discriminator."""
@@ -29,3 +34,8 @@ class ContinuedAdversarial(AdversarialWarmup):
     def __init__(self, cfg, model, source, target, device, seed, disc_state: dict):
         super().__init__(cfg, model, source, target, device, seed)
         self.disc.load_state_dict(disc_state)
+
+    def micro_step(self, accum):
+        if self.cfg.stage1.freeze_bn:
+            self.freeze_bn()
+        return super().micro_step(accum)

@@ -120,6 +120,13 @@ class StageBase:
     def after_step(self) -> None:
         pass
 
+    def freeze_bn(self) -> None:
+        """BatchNorm layers in eval mode: they normalise with, and keep, their running statistics (the official
+        ``--freeze_bn``, applied before every step as there, since evaluation puts the model back in train mode)."""
+        for m in self.model.modules():
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.eval()
+
     def to_dev(self, img: torch.Tensor, lab: torch.Tensor | None = None):
         """A stream's uint8 batch on the device: (images float (n,3,H,W) in [0, 1], labels int64 or None)."""
         return to_device(img, lab, self.device)
@@ -266,6 +273,8 @@ class Stage1(_TargetStage):
 
     def micro_step(self, accum):
         s, res = self.cfg.stage1, self.res
+        if s.freeze_bn:
+            self.freeze_bn()
         losses = {}
         total = torch.zeros((), device=self.device)
         # the target side's weight: 1, or 1 / (α − β·log 1e-4) with sce_ce_scale (S8); ×1.0 is exact
