@@ -3,8 +3,8 @@
 Every ProDA row after the warm-up trains for ``stage1.steps`` more steps with a fresh optimiser; this row
 does the same with no ProDA component — the warm-up's own losses, a fresh optimiser of stage 1's type and
 learning rate (``stage1.optimizer``, ``stage1.lr``, poly schedule over ``stage1.steps``; ``stage1.freeze_bn`` as
-stage 1) — so each component's gain can be read against more training instead of against less. The adversarial warm-up's
-discriminator is carried over from the warm-up (its weights; its optimiser starts afresh at
+stage 1) — so each component's gain can be read against more training instead of against less. The adversarial
+warm-up's discriminator is carried over from the warm-up (its weights; its optimiser starts afresh at
 ``warmup.disc_lr``, like the model's).
 """
 
