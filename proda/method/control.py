@@ -13,29 +13,27 @@ from __future__ import annotations
 from proda.method.stages import AdversarialWarmup, SourceStage
 
 
-class ContinuedSource(SourceStage):
-    """Source-only training continued with stage 1's learning rate."""
+class _AsStage1:
+    """The control trains as stage 1 does: its section is ``stage1`` (learning rate, optimiser, ``freeze_bn``)."""
 
-    name = "warmup+"
     lr_field = "stage1"
 
     def micro_step(self, accum):
-        if self.cfg.stage1.freeze_bn:  # as stage 1 trains, so does its control
-            self.freeze_bn()
+        self.freeze_bn()  # with stage1.freeze_bn, as in Stage1.micro_step
         return super().micro_step(accum)
 
 
-class ContinuedAdversarial(AdversarialWarmup):
+class ContinuedSource(_AsStage1, SourceStage):
+    """Source-only training continued with stage 1's learning rate."""
+
+    name = "warmup+"
+
+
+class ContinuedAdversarial(_AsStage1, AdversarialWarmup):
     """The adversarial warm-up continued with stage 1's learning rate and the warm-up's discriminator."""
 
     name = "warmup+"
-    lr_field = "stage1"
 
     def __init__(self, cfg, model, source, target, device, seed, disc_state: dict):
         super().__init__(cfg, model, source, target, device, seed)
         self.disc.load_state_dict(disc_state)
-
-    def micro_step(self, accum):
-        if self.cfg.stage1.freeze_bn:
-            self.freeze_bn()
-        return super().micro_step(accum)

@@ -69,6 +69,7 @@ class StageBase:
         self.base_lr = section.lr
         self.opt = make_optimizer(self.model, cfg, self.base_lr, getattr(section, "head_lr_mult", None),
                                   getattr(section, "optimizer", None))
+        self.frozen_bn = bool(getattr(section, "freeze_bn", False))  # stage 1 and warm-up+: stage1.freeze_bn
         bs = cfg.data.batch_size // ddp.world_size() // cfg.optim.grad_accum
         if bs < 1:
             raise ValueError(f"data.batch_size={cfg.data.batch_size}: too small for {ddp.world_size()} ranks "
@@ -121,8 +122,11 @@ class StageBase:
         pass
 
     def freeze_bn(self) -> None:
-        """BatchNorm layers in eval mode: they normalise with, and keep, their running statistics (the official
-        ``--freeze_bn``, applied before every step as there, since evaluation puts the model back in train mode)."""
+        """With ``frozen_bn``, BatchNorm layers in eval mode: they normalise with, and keep, their running statistics
+        (the official ``--freeze_bn``, applied before every step as there, since evaluation puts the model back in
+        train mode)."""
+        if not self.frozen_bn:
+            return
         for m in self.model.modules():
             if isinstance(m, nn.modules.batchnorm._BatchNorm):
                 m.eval()
@@ -273,8 +277,7 @@ class Stage1(_TargetStage):
 
     def micro_step(self, accum):
         s, res = self.cfg.stage1, self.res
-        if s.freeze_bn:
-            self.freeze_bn()
+        self.freeze_bn()
         losses = {}
         total = torch.zeros((), device=self.device)
         # the target side's weight: 1, or 1 / (α − β·log 1e-4) with sce_ce_scale (S8); ×1.0 is exact
