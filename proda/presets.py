@@ -73,8 +73,11 @@ _SYNTHETIC = {  # sized for 2 CPU cores: the default study (33 nodes) within ~20
     #  τ = √(C / 256) = 0.354 for C = 32 channels: distances between GroupNorm'd features grow as √C;
     #  SL: the official KL ÷ K (γ1 = 10 on the per-class-channel mean, effective 10/19);
     #  SCE rows: the target side ÷ (α − β·log 1e-4) ≈ 9.31, so it weighs against l_ce^s as ST's does (S8)
+    #  BatchNorm frozen in stage 1 and its control (the official --freeze_bn, S12): with it trained, the target CE
+    #  is learnt under target-batch statistics while every evaluation uses the running ones
     "stage1": {"steps": 150, "lr": 5e-4, "proto_momentum": 0.98, "gamma1": 10.0, "gamma2": 0.1, "tau": 0.354,
-               "ema_momentum": 0.999, "threshold": 0.0, "official_kl_norm": True, "sce_ce_scale": True},
+               "ema_momentum": 0.999, "threshold": 0.0, "official_kl_norm": True, "sce_ce_scale": True,
+               "freeze_bn": True},
     # the student starts from the seed's ssl node (SimCLR on the unlabelled train images), not from its teacher,
     # at the warm-up's learning rate (S7); one round of 1100 steps, twice its teacher's training (warm-up 400 +
     # stage 1 150), where the paper has two rounds: at this budget two 550-step students each ended below their

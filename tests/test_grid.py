@@ -224,16 +224,20 @@ def test_node_id_is_a_content_hash_independent_of_key_order():
 def test_a_field_added_later_keeps_old_node_ids_at_its_old_behaviour_and_moves_them_otherwise():
     from proda.chain import ADDED_FIELDS
 
-    d = make_config("smoke", "proda", 0).to_dict()
+    old = {s: dict(fields) for s, fields in ADDED_FIELDS.items()}
+    d = make_config("smoke", "proda", 0, {f"{s}.{k}": v for s, f in old.items() for k, v in f.items()}).to_dict()
     before = {s: {k: v for k, v in sec.items() if k not in ADDED_FIELDS.get(s, {})} if isinstance(sec, dict) else sec
               for s, sec in d.items()}  # the config as it was written before those fields existed
     for kind in ("warmup", "stage1"):
         assert node_id(kind, d, 0, {}) == node_id(kind, before, 0, {})
     gn = make_config("smoke", "proda", 0, {"model.norm": "gn"})
     assert node_id("warmup", gn, 0, {}) != node_id("warmup", d, 0, {})
-    sgd = make_config("smoke", "proda", 0, {"stage1.optimizer": "sgd"})
+    sgd = make_config("smoke", "proda", 0, {"stage1.optimizer": "sgd", "stage1.freeze_bn": False})
     assert node_id("stage1", sgd, 0, {}) != node_id("stage1", d, 0, {})
     assert node_id("warmup", sgd, 0, {}) == node_id("warmup", d, 0, {})
+    frozen = make_config("smoke", "proda", 0)  # the preset freezes BatchNorm in stage 1 (S12): new stage-1 ids only
+    assert node_id("stage1", frozen, 0, {}) != node_id("stage1", d, 0, {})
+    assert node_id("warmup", frozen, 0, {}) == node_id("warmup", d, 0, {})
 
 
 # -- serialisation ---------------------------------------------------------------------------------
