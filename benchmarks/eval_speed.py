@@ -20,14 +20,13 @@ The last line is one JSON object.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CLOCKS, alternate, emit, machine, med, say, table  # noqa: E402
+from _common import CLOCKS, alternate, emit, full_step, med, parser, say, start, table  # noqa: E402
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
@@ -100,18 +99,12 @@ def step_costs(clock: str, steps: int = 8) -> dict[str, float]:
     out = {}
     for name, (make, node_steps) in kinds.items():
         st = make()
-
-        def step():
-            st.micro_step(1)
-            st.optimizer_step()
-            st.after_step()
-
         for _ in range(3):
-            step()
+            full_step(st)
         c = CLOCKS[clock]
         t0 = c()
         for _ in range(steps):
-            step()
+            full_step(st)
         out[name] = ((c() - t0) / steps, node_steps)
     return out
 
@@ -131,17 +124,12 @@ def read_share(node_dir: Path, wall: float | None = None) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    ap = parser(__doc__, timing=True)
     ap.add_argument("--node-dir", type=Path, help="read an already-run node folder instead of running one")
     ap.add_argument("--storage", type=Path, default=None, help="where the node runs (default: a temp folder)")
     ap.add_argument("--skip-node", action="store_true")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    say(machine())
-    say(f"clock: {args.clock} time, {args.threads} torch thread(s)")
+    start(args)
     now = CLOCKS[args.clock]
     cfg = make_config("synthetic", "source-only", 0, {"device": "cpu"})
     dev = torch.device("cpu")

@@ -6,52 +6,42 @@ waits for its next batches.
         [--gpu-step-s S --gpu-step-batch B] [--measure-cpu-step] [--data-dir DIR]
 
 Data: GTA5-like (``images/`` + palette ``labels/``, 1052×1914) and Cityscapes-like (``leftImg8bit/`` +
-``gtFine/*_labelIds.png``, 1024×2048) trees written by tests/trees.py (class-colour images with noise:
-~4.5 MB PNGs, heavier to decode than Cityscapes' own ~2.2 MB); ``--distinct`` pairs per dataset are
-written and hard-linked to ``--images`` names (decode cost is per file; the page cache holds them all,
-so disk reads are not measured). The pipeline is the stages' own: ``open_split`` + ``BatchStream`` of
-the ``paper-gta5`` preset (full size 1024×2048, batch ``data.batch_size``; the source stream with
-labels, the target stream without, as in Stage1), ``data.num_workers`` = each value of ``--workers``
-(per stream: a stage runs two streams, so N workers means 2N processes). The paper's crop 512×896 and
-the weak/strong transforms run on the device inside the step (Stage1.source_batch/target_batch): they
-are timed once here on this machine's device, as part of the step, not of the pipeline.
+``gtFine/*_labelIds.png``, 1024×2048) trees by tests/trees.py (class-colour images with noise: ~4.5 MB PNGs,
+heavier to decode than Cityscapes' ~2.2 MB); ``--distinct`` pairs per dataset are written and hard-linked to
+``--images`` names (the page cache holds them: disk reads are not measured). The pipeline is the stages' own:
+``open_split`` + ``BatchStream`` of the ``paper-gta5`` preset (source stream with labels, target without, as
+in Stage1), ``data.num_workers`` = each value of ``--workers`` per stream (N workers: 2N processes). The crop
+and the weak/strong transforms run on the device inside the step: timed once here, as part of the step.
 
-1. delivery, each stream alone: images/s after the first batch and the batches the workers read
-   ahead while starting; the training thread's CPU per image (``time.thread_time``). At 0 workers that
-   is the whole pipeline's single-core cost per image, the basis of the projection to more cores.
-2. the loop: both streams per step, as a stage draws them (uint8), each batch moved to the device and
-   made float there (``proda.data.stream.to_device``: on the CPU the conversion itself, on CUDA a
-   non-blocking copy from the pinned buffer and a kernel), then a fake step (``time.sleep``: a GPU step leaves the host's cores to the workers). With a
-   0 s step: the steps/s the pipeline sustains (= its images/s ÷ 2·batch). With the step the measured
-   pipeline has 3× headroom for: the share of the loop's wall time spent waiting for data, and the part
-   of it spent in the streams alone (``next``: what stays on the host thread when the device converts). With
-   ``--gpu-step-s``: the same at the GPU step. The first 1 + prefetch·N steps are run without a step
-   (the read-ahead is drained) and not counted.
-3. consumption: 2·batch images (source + target) per step. The CPU step of DeepLab-v2-R101 at the
-   paper's size is benchmarks/RESULTS.md §6's (memory.py, batch 1) unless ``--measure-cpu-step`` runs
-   memory.py's child here (~200 s, ~13 GB); the GPU step only from ``--gpu-step-s`` (none is measured
-   in this project without a GPU; gpu_check.sh passes its measured step).
-4. projection to ``--vcpus`` (g5.12xlarge: 12 per GPU): the single-core cost per image × 2·batch per
-   step over the cores left to the workers (vCPUs − 1 for the training thread; and, pessimistic, half
-   of them, should two SMT threads of a core give no more than one). A projection, not a measurement.
+1. delivery, each stream alone: images/s after the first batch and the read-ahead; the training thread's
+   CPU per image (``time.thread_time``): at 0 workers the pipeline's single-core cost, for the projection.
+2. the loop: both streams per step (uint8), each batch moved to the device and made float there
+   (``proda.data.stream.to_device``), then a fake step (``time.sleep``: a GPU step leaves the host's cores to
+   the workers). With a 0 s step: the steps/s the pipeline sustains. With the step the pipeline has 3×
+   headroom for (and ``--gpu-step-s``'s): the share of the loop's wall time spent waiting for data, and the
+   part of it in the streams' ``next``. The first 1 + prefetch·N steps (the read-ahead) are not counted.
+3. consumption: 2·batch images per step. The CPU step of DeepLab-v2-R101 at the paper's size is
+   RESULTS.md §6's (memory.py, batch 1) unless ``--measure-cpu-step`` runs memory.py's child (~200 s,
+   ~13 GB); the GPU step only from ``--gpu-step-s`` (gpu_check.sh passes its measured step).
+4. projection to ``--vcpus`` (g5.12xlarge: 12 per GPU): the single-core cost per image × 2·batch per step
+   over the cores left to the workers (vCPUs − 1; pessimistic: half of them, should SMT threads give no
+   more than one core). A projection, not a measurement.
 The last line is one JSON object.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, emit, machine, now, say, sync, table  # noqa: E402
+from _common import ROOT, emit, machine, now, parser, run_child, say, sync, table, timed  # noqa: E402
 
 sys.path.insert(0, str(ROOT / "tests"))
 # figure of benchmarks/RESULTS.md §6 (memory.py, 2026-11-26, 2 threads): one paper-gta5 stage-1 step, batch 1
@@ -61,8 +51,7 @@ CITIES = ("aachen", "bremen")  # the cities tests/trees.py writes, alternately
 
 
 def pair(s: str) -> tuple[int, int]:
-    h, w = (int(v) for v in s.split(","))
-    return h, w
+    return tuple(int(v) for v in s.split(","))
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -118,8 +107,7 @@ def streams(cfg):
             BatchStream(open_split(cfg, "target", "train"), bs, seed=2, with_labels=False))
 
 
-def read_ahead(stream) -> int:
-    """Batches the stream's workers read ahead of the training thread (prefetch × workers)."""
+def read_ahead(stream) -> int:  # batches the workers read ahead of the training thread
     return stream.split.prefetch_factor * stream.split.num_workers
 
 
@@ -128,7 +116,7 @@ def deliver(stream, batches: int) -> dict:
     t0 = now()
     stream.next()
     startup = now() - t0
-    for _ in range(read_ahead(stream)):
+    for _ in range(read_ahead(stream)):  # drained
         stream.next()
     c0, t0 = time.thread_time(), now()
     for _ in range(batches):
@@ -196,26 +184,14 @@ def transforms_s(cfg, device, reps: int = 3) -> float:
         normalize(strong_view(tw, generator=g)[0])
 
     run()
-    ts = []
-    for _ in range(reps):
-        sync(device)
-        t0 = now()
-        run()
-        sync(device)
-        ts.append(now() - t0)
-    return statistics.median(ts)
+    return statistics.median(timed(run, device) for _ in range(reps))
 
 
 def measure_cpu_step() -> dict:
     """One paper-size Stage1 step (R101, batch 1) on this CPU, by memory.py's child process."""
     kw = {"crop": [512, 896], "full": [1024, 2048], "batch": 1, "amp": "off", "accum": 1, "early": False}
-    out = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "memory.py"), "--child", "paper",
-                          "--args", json.dumps(kw)], capture_output=True, text=True, cwd=ROOT)
-    lines = [ln for ln in out.stdout.splitlines() if ln.startswith("{")]
-    if out.returncode or not lines:
-        raise RuntimeError(f"memory.py's paper step failed (rc {out.returncode}): {out.stderr.strip()[-300:]}")
-    return {"step_s": json.loads(lines[-1])["seconds"], "batch": 1,
-            "source": "measured in this run (memory.py's child)"}
+    res = run_child(str(ROOT / "benchmarks" / "memory.py"), ["--child", "paper", "--args", json.dumps(kw)])
+    return {"step_s": res["seconds"], "batch": 1, "source": "measured in this run (memory.py's child)"}
 
 
 # ------------------------------------------------------------------------------------------- run
@@ -225,9 +201,7 @@ def run(a) -> dict:
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the training thread as a worker runs (proda.data.stream._one_thread)
     device = torch.device("cuda" if torch.cuda.is_available() and not a.cpu else "cpu")
-    tmp = None
-    if a.data_dir is None:
-        tmp = Path(tempfile.mkdtemp(prefix="proda-input-pipeline-"))
+    tmp = None if a.data_dir else Path(tempfile.mkdtemp(prefix="proda-input-pipeline-"))
     root = a.data_dir or tmp
     try:
         t0 = now()
@@ -328,7 +302,7 @@ def report(res: dict, a, N: int) -> None:
 
 
 def parse(argv=None):
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--workers", type=lambda s: [int(v) for v in s.split(",")], default=[0, 1, 2],
                     help="data.num_workers values, per stream (ascending; include 0 for the projection)")
     ap.add_argument("--images", type=int, default=24, help="train images per dataset")

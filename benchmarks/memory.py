@@ -12,8 +12,9 @@ process kills a measurement whose RSS passes ``--max-rss-gb`` (other processes s
 2. paper: one `Stage1` step (micro_step + optimizer_step + after_step) of the paper-gta5 preset with
    DeepLab-v2-R101 at batch 1: crop 512×896, full image 1024×2048 for the EMA model; synthetic stand-in
    images, soft labels (19×128×256) and prototypes. The same step at a reduced size (crop 256×448, full
-   512×1024) shows the options cheaply: batch 2 vs batch 2 with grad_accum=2, and "early source backward" (the source CE's graph freed before the target passes, as the official
-   code's `loss_GTA.backward()` does; a subclass here, not the library's behaviour). bf16 autocast of
+   512×1024) shows the options cheaply: batch 2 vs batch 2 with grad_accum=2, and "early source backward"
+   (the source CE's graph freed before the target passes, as the official code's `loss_GTA.backward()`
+   does; a subclass here, not the library's behaviour). bf16 autocast of
    the R101 step only with ``--paper-bf16``: a CPU without bf16 units (this one: AVX2) emulates it at a
    small fraction of fp32 speed; benchmarks/gpu_check.sh measures it on a GPU.
 The last line is one JSON object.
@@ -24,7 +25,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, emit, machine, say, table  # noqa: E402
+from _common import ROOT, build_stage, emit, fake_split, full_step, machine, parser, peak_rss_mb, say, table  # noqa: E402
 
 K = 19
 
@@ -46,10 +46,6 @@ def rss_mb(pid: int | str = "self") -> float:
     except OSError:
         pass
     return 0.0
-
-
-def peak_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 # ---------------------------------------------------------------------------------- children
@@ -92,9 +88,7 @@ def child_smoke(storage: Path, overrides: dict, out_name: str) -> dict:
 
 def child_paper(crop, full, batch: int, amp: str, accum: int, early: bool) -> dict:
     import torch
-    import torch.nn.functional as F
 
-    from proda.data.stream import Split
     from proda.method.stages import Stage1
     from proda.models import build_model
     from proda.presets import make_config
@@ -116,24 +110,11 @@ def child_paper(crop, full, batch: int, amp: str, accum: int, early: bool) -> di
     cfg = make_config("paper-gta5", "pd+sl", 0, {"device": "cpu", "data.batch_size": batch, "data.crop": list(crop),
                                                  "data.full_size": list(full), "optim.amp": amp,
                                                  "optim.grad_accum": accum})
-    g = torch.Generator().manual_seed(0)
-
-    def split(name):
-        return Split(name, 2 * batch, tuple(full),
-                     images=torch.randint(0, 256, (2 * batch, 3, *full), dtype=torch.uint8, generator=g),
-                     labels=torch.randint(0, K, (2 * batch, *full), dtype=torch.uint8, generator=g))
-
-    soft = F.softmax(3 * torch.randn(2 * batch, K, full[0] // 8, full[1] // 8, generator=g), 1).half()
-    model = build_model("resnet101", K)
-    cls = EarlySourceBackward if early else Stage1
-    stage = cls(cfg, model, split("src"), split("tgt"), soft, torch.randn(K, 256, generator=g), torch.ones(K),
-                torch.device("cpu"), 0)
+    stage = build_stage(cfg, build_model("resnet101", K), fake_split("src", 2 * batch, full, 1),
+                        fake_split("tgt", 2 * batch, full, 2), 8, cls=EarlySourceBackward if early else Stage1)
     base = rss_mb()
     t0 = time.time()
-    for _ in range(accum):
-        stage.micro_step(accum)
-    stage.optimizer_step()  # allocates SGD momentum buffers: part of a training step's footprint
-    stage.after_step()
+    full_step(stage, accum)  # the optimiser step allocates SGD momentum buffers: part of a step's footprint
     return {"base_mb": base, "seconds": time.time() - t0}
 
 
@@ -173,7 +154,7 @@ def run_child(argv: list[str], limit_mb: float, timeout: float) -> dict:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--storage", type=Path, default=Path("/tmp/proda-memory"))
     ap.add_argument("--skip-paper", action="store_true", help="only the smoke node")
     ap.add_argument("--skip-full", action="store_true", help="the paper step at the reduced size only")
@@ -189,7 +170,7 @@ def main() -> int:
         kw = json.loads(a.args)
         res = {"prepare": lambda: child_prepare(a.storage), "smoke": lambda: child_smoke(a.storage, **kw),
                "paper": lambda: child_paper(**kw)}[a.child]()
-        res["peak_mb"] = peak_mb()
+        res["peak_mb"] = peak_rss_mb()
         print(json.dumps(res), flush=True)
         return 0
 
@@ -223,19 +204,19 @@ def main() -> int:
                         "--args", json.dumps({"overrides": ov, "out_name": "stage1-" + "-".join(map(str, ov.values()))})],
                 note)
     if not a.skip_paper:
-        red = dict(crop=[256, 448], full=[512, 1024])
-        paper = [("paper step, reduced, batch 2", "reduced_b2", dict(**red, batch=2, amp="off", accum=1, early=False), ""),
-                 ("  + grad_accum 2", "reduced_b2_accum2", dict(**red, batch=2, amp="off", accum=2, early=False),
-                  "2 micro-batches of 1"),
-                 ("paper step, reduced, batch 1", "reduced_b1", dict(**red, batch=1, amp="off", accum=1, early=False), ""),
-                 ("  + early source backward", "reduced_b1_early", dict(**red, batch=1, amp="off", accum=1, early=True),
-                  "source graph freed first")]
+        def step(batch=1, accum=1, amp="off", early=False, crop=(256, 448), full=(512, 1024)):
+            return dict(crop=list(crop), full=list(full), batch=batch, amp=amp, accum=accum, early=early)
+
+        paper = [("paper step, reduced, batch 2", "reduced_b2", step(batch=2), ""),
+                 ("  + grad_accum 2", "reduced_b2_accum2", step(batch=2, accum=2), "2 micro-batches of 1"),
+                 ("paper step, reduced, batch 1", "reduced_b1", step(), ""),
+                 ("  + early source backward", "reduced_b1_early", step(early=True), "source graph freed first")]
         if a.paper_bf16:
-            paper.append(("  + bf16 autocast", "reduced_b1_bf16", dict(**red, batch=1, amp="bf16", accum=1, early=False),
+            paper.append(("  + bf16 autocast", "reduced_b1_bf16", step(amp="bf16"),
                           "emulated bf16 on a CPU without it: very slow"))
         if not a.skip_full:
             paper.append(("paper step, 512×896 / 1024×2048, batch 1", "paper",
-                          dict(crop=[512, 896], full=[1024, 2048], batch=1, amp="off", accum=1, early=False), ""))
+                          step(crop=(512, 896), full=(1024, 2048)), ""))
         for label, key, kw, note in paper:
             measure(label, key, ["--child", "paper", "--args", json.dumps(kw)], note)
     say("\nRSS in MB; 'step' = peak − base (what the measured work added); reduced = crop 256×448, full 512×1024")

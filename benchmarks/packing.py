@@ -23,16 +23,13 @@ Efficiency = ideal ÷ Ray's makespan (`run_study` wall time after ray.init). The
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, NodeWatcher, emit, machine, say, table  # noqa: E402
+from _common import NodeWatcher, emit, machine, parser, run_child, say, table  # noqa: E402
 
 
 def child(mode: str, study: Path, cpus: float) -> dict:
@@ -91,28 +88,20 @@ def dag_bound(plan, node_s: dict[str, float], slots: int) -> tuple[float, float,
     return max(longest, spread), spread, longest
 
 
-def run_child(mode: str, study: Path, cpus: float) -> dict:
-    if study.exists():
-        shutil.rmtree(study)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    p = subprocess.run([sys.executable, __file__, "--child", mode, "--study", str(study),
-                        "--cpus-per-worker", str(cpus)], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=3600)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode != 0 or not lines:
-        raise RuntimeError(f"{mode} run failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
-    return json.loads(lines[-1])
+def run_plan(mode: str, study: Path, cpus: float) -> dict:
+    shutil.rmtree(study, ignore_errors=True)
+    return run_child(__file__, ["--child", mode, "--study", str(study), "--cpus-per-worker", str(cpus)], 3600)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--storage", type=Path, default=Path("/tmp/proda-packing"))
     ap.add_argument("--cpus-per-worker", type=float, default=1.0)
     ap.add_argument("--child", choices=("plain", "ray"), help=argparse.SUPPRESS)
     ap.add_argument("--study", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.study, args.cpus_per_worker)), flush=True)
+        emit(child(args.child, args.study, args.cpus_per_worker))
         return 0
 
     from proda.ablation.grid import SMOKE_SPEC, expand
@@ -121,10 +110,10 @@ def main() -> int:
     plan = expand(SMOKE_SPEC)
     say(plan.summary())
     say("\nrunning the smoke study plainly (node by node) ...")
-    plain = run_child("plain", args.storage / "plain", args.cpus_per_worker)
+    plain = run_plan("plain", args.storage / "plain", args.cpus_per_worker)
     say(f"  plain: {plain['makespan_s']:.1f} s for {len(plain['node_s'])} nodes")
     say("running the smoke study on a fresh local Ray ...")
-    ray_run = run_child("ray", args.storage / "ray", args.cpus_per_worker)
+    ray_run = run_plan("ray", args.storage / "ray", args.cpus_per_worker)
     slots = ray_run["slots"]
     say(f"  ray: ray.init {ray_run['init_s']:.1f} s, run_study {ray_run['makespan_s']:.1f} s, {slots} slots")
     missing = set(plan.nodes) - set(ray_run["node_s"])

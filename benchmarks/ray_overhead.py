@@ -21,14 +21,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, NodeWatcher, emit, machine, med, say, table  # noqa: E402
+from _common import NodeWatcher, emit, machine, med, parser, run_child, say, table  # noqa: E402
 
 MODES = ("plain", "ray-local", "ray-group")
 
@@ -87,24 +86,14 @@ def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
     return res
 
 
-def run_child(mode: str, steps: int | None, cpus: float, storage: Path | None, timeout: float) -> dict:
+def run_mode(mode: str, steps: int | None, cpus: float, storage: Path | None, timeout: float) -> dict:
     with tempfile.TemporaryDirectory(dir=storage, prefix=f"ray-overhead-{mode}-") as d:
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-        t0 = time.time()
-        p = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps or 0),
-                            "--cpus-per-worker", str(cpus), "--out", d], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=timeout)
-        wall = time.time() - t0
-        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-        if p.returncode != 0 or not lines:
-            raise RuntimeError(f"{mode} run failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
-        res = json.loads(lines[-1])
-        res["process_s"] = wall
-        return res
+        return run_child(__file__, ["--child", mode, "--steps", str(steps or 0), "--cpus-per-worker", str(cpus),
+                                    "--out", d], timeout)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--steps", type=int, default=0, help="optimiser steps of the node (0: the preset's)")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of (plain, ray-local, ray-group), alternated")
     ap.add_argument("--cpus-per-worker", type=float, default=1.0, help="as run_study's (threads = int of it)")
@@ -115,7 +104,7 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.steps or None, args.cpus_per_worker, args.out)), flush=True)
+        emit(child(args.child, args.steps or None, args.cpus_per_worker, args.out))
         return 0
 
     say(machine())
@@ -127,7 +116,7 @@ def main() -> int:
     for r in range(args.rounds):
         order = modes[r % len(modes):] + modes[:r % len(modes)]
         for m in order:
-            res = run_child(m, args.steps or None, args.cpus_per_worker, args.storage, args.timeout)
+            res = run_mode(m, args.steps or None, args.cpus_per_worker, args.storage, args.timeout)
             runs[m].append(res)
             say(f"  round {r + 1} {m}: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                                                       for k, v in res.items() if k != "mode"))
