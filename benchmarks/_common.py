@@ -75,16 +75,17 @@ def med(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A plain fixed-width table; floats printed with 3 significant decimals."""
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], digits: int = 3) -> str:
+    """A plain fixed-width table; floats printed with ``digits`` decimals (below 1000)."""
     def fmt(v):
         if isinstance(v, float):
-            return f"{v:.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+            return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:,.0f}"
         return str(v)
 
     rows = [[fmt(v) for v in r] for r in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    def line(cells):
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line([str(h) for h in headers]), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 

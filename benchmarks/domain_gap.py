@@ -24,8 +24,9 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import table  # noqa: E402
+from proda.data.augment import normalize  # noqa: E402
 from proda.data.classes import CITYSCAPES_19  # noqa: E402
 from proda.data.synthetic import SyntheticSpec, load_split  # noqa: E402
 from proda.evaluation import ConfusionMatrix  # noqa: E402
@@ -33,13 +34,10 @@ from proda.models import build_model  # noqa: E402
 
 # The default small model of the embedded benchmark (see benchmarks/RESULTS.md for how it was chosen).
 MODEL = dict(width=16, output_stride=4, feat_channels=32, dilations=(1, 2, 4, 6))
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1) * 255
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1) * 255
 
 
-def normalise(images: torch.Tensor) -> torch.Tensor:
-    """uint8 (N, 3, H, W) → float32 (N, 3, H, W), ImageNet mean/std."""
-    return (images.float() - MEAN) / STD
+def normalise(images: torch.Tensor) -> torch.Tensor:  # uint8 (N, 3, H, W) → float32, ImageNet mean/std
+    return normalize(images.float() / 255)
 
 
 def train(images: torch.Tensor, labels: torch.Tensor, model_args: dict, steps: int, batch: int, lr: float,
@@ -85,15 +83,6 @@ def evaluate(model: torch.nn.Module, images: torch.Tensor, labels: torch.Tensor,
     return cm
 
 
-def table(rows: list[list], headers: list[str]) -> str:
-    try:
-        from tabulate import tabulate
-        return tabulate(rows, headers=headers, floatfmt=".1f")
-    except ImportError:
-        fmt = lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)  # noqa: E731
-        return "\n".join("  ".join(f"{fmt(v):>14}" for v in r) for r in [headers] + rows)
-
-
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=600, help="training steps per model")
@@ -129,7 +118,7 @@ def main(argv: list[str] | None = None) -> dict:
             for k, c in enumerate(CITYSCAPES_19)]
     mious = {k: v[1].miou() * 100 for k, v in results.items()}
     rows.append(["mIoU", mious["source-only"], mious["oracle"], mious["oracle"] - mious["source-only"]])
-    print(table(rows, ["class", "source-only", "oracle", "gap"]))
+    print(table(["class", "source-only", "oracle", "gap"], rows, digits=1))
     sps = {k: round(v[2], 3) for k, v in results.items()}
     print(f"median seconds/step (batch {args.batch}): {sps}; pixel accuracy on target val: "
           f"source-only {results['source-only'][1].pixel_accuracy() * 100:.1f}, "
