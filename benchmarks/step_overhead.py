@@ -1,25 +1,20 @@
-"""ProDA's own cost per stage-1 step against the network passes of that step, and against a loop baseline.
+"""ProDA's own cost per stage-1 step against the network passes of that step, and against a loop baseline
+(RESULTS.md §1).
 
     python benchmarks/step_overhead.py [--reps 3] [--quick]
 
-"ProDA's own cost" is everything `Stage1.micro_step` / `after_step` do that is not a network pass: prototype
-distances and weights ω, the full→weak replay of the EMA features and soft labels, the rectified label ŷ, the
-strong view and the replay of the teacher z_T into it, the student-side distances, SCE / regulariser / KL
-(forward and backward), batch centroids and the prototype update, and the EMA weight update. It is timed on
-the real code path, never re-implemented here:
-
-1. The real `Stage1` (proda/method/stages.py): `micro_step + optimizer_step + after_step` with a stub network
-   (a strided slice and two 1×1 convolutions that carry the real model's parameters, so the EMA update is real)
-   minus the stub's own passes, the source CE (standard training) and the data augmentation.
-2. A loop baseline in the official code's style (`_loop_baseline.py`: per-class distances, per-sample crops,
-   per-(image, class) prototype updates with `.item()`, EMA by a Python loop with clones; the strong view and
-   z_T's replay batched, as in (1)) on tensors of the paper step's shapes, checked first to compute the same
-   maths on small tensors; its total against (1), round by round.
-3. The network: DeepLab-v2-R101 forward+backward at 2×3×256×512 and forward (no grad) at 2×3×512×1024. The
-   paper-like step (crop 512×896, full image 1024×2048, batch 2) runs 3 student forward+backward passes at the
-   crop (source, weak, strong) and one EMA forward on the full image; its network time is extrapolated by pixel
-   count. The "same input" row measures everything at crop 256×512 / full 512×1024, without extrapolation.
-Plus the `synthetic` preset's small model, whose network is tiny, measured end to end.
+"ProDA's own cost" is everything `Stage1.micro_step` / `after_step` do that is not a network pass (prototype
+distances and ω, the full→weak replay, ŷ, the strong view and z_T's replay into it, SCE / regulariser / KL
+forward and backward, centroids and the prototype update, the EMA update), timed on the real code path:
+1. the real `Stage1` with a stub network (`StubNet`: carries the real model's parameters, so the EMA update is
+   real) — a full step minus the stub's passes with the source CE, minus the data augmentation;
+2. the loop baseline in the official code's style (`_loop_baseline.py`, checked first to compute the same maths)
+   on tensors of the paper step's shapes, against (1) round by round;
+3. DeepLab-v2-R101 forward+backward at 2×3×256×512 and forward at 2×3×512×1024; the paper step (crop 512×896,
+   full 1024×2048, batch 2: 3 student passes at the crop, one EMA pass on the full image) extrapolated by pixel
+   count, the "same input" row (crop 256×512 / full 512×1024) all measured;
+4. the `synthetic` preset's small model end to end (real step vs stub step).
+gpu_check.sh imports this module (StubNet, stub_passes, data_only, Inputs, loop_step, build_stage, ...).
 The last line is one JSON object.
 """
 
@@ -30,7 +25,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import alternate, build_stage, emit, fake_split, full_step, med, now, parser, say, start, table  # noqa: E402
+from _common import (alternate, build_stage, emit, fake_split, full_step, med, now, parser, say, start,  # noqa: E402
+                     table)
 from _loop_baseline import C, K, Inputs, check_same_maths, loop_step  # noqa: E402
 
 import torch  # noqa: E402
@@ -157,8 +153,9 @@ def main() -> int:
     scale_full = (paper["full"][0] * paper["full"][1]) / (small["full"][0] * small["full"][1])
     net_same = [3 * fb[r] + fw[r] for r in R]
     net_paper = [scale_crop * 3 * fb[r] + scale_full * fw[r] for r in R]
-    say(f"\n== 3. {backbone} DeepLab-v2 passes, batch {small['n']}: fwd+bwd at {small['crop']} "
-        f"{', '.join(f'{x:.1f}' for x in fb)} s; fwd (no grad) at {small['full']} {', '.join(f'{x:.1f}' for x in fw)} s")
+    secs = lambda xs: ", ".join(f"{x:.1f}" for x in xs)  # noqa: E731
+    say(f"\n== 3. {backbone} DeepLab-v2 passes, batch {small['n']}: fwd+bwd at {small['crop']} {secs(fb)} s; "
+        f"fwd (no grad) at {small['full']} {secs(fw)} s")
     say(f"  same-input step: 3 × fwd+bwd + 1 × fwd; paper step (crop {paper['crop']}, full {paper['full']}): "
         f"3 × {scale_crop:.2f} × fwd+bwd + {scale_full:.0f} × fwd (pixel-count scaling)")
     del model, ema
