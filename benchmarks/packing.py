@@ -1,23 +1,15 @@
-"""How well the Ray runner packs the smoke study onto a local Ray: makespan vs. the ideal schedule.
+"""How well the Ray runner packs the smoke study onto a local Ray: makespan vs. the ideal schedule (RESULTS.md §4).
 
     python benchmarks/packing.py [--storage /tmp/proda-packing] [--cpus-per-worker 1]
 
-The smoke study (`SMOKE_SPEC`: 5 variants × 2 seeds, merged into 20 nodes at 9 chain positions) runs twice, each
-in a fresh process:
-1. plainly, node by node in the order of their chain positions (what `run_study_local` does), each node timed, with the
-   threads a Ray worker gets (``int(cpus_per_worker)``);
-2. with `run_study` on a fresh local Ray (Train local mode, ``cpus_per_worker`` CPUs per node, as many
-   nodes at once as fit); a watcher thread stamps when each node's folder appears (the node started)
-   and when its done.json appears (it finished).
-Two ideals, each from the node times (a) as measured inside the Ray run (scheduling efficiency: start-up,
-launch latency and idle slots only) and (b) from the plain run (end to end: also the slowdown of running
-nodes side by side):
-- by levels (issue 7's definition; a level is the nodes at one chain position): Σ over levels of
-  max(Σ node times ÷ slots, the longest node) — the best schedule that runs the levels one after another;
-- by the DAG: max(Σ all node times ÷ slots, the longest chain of nodes) — a lower bound for any schedule.
-  The runner has no barrier between levels (a node starts when its inputs are done), so it can beat the
-  level ideal; it cannot beat this one.
-Efficiency = ideal ÷ Ray's makespan (`run_study` wall time after ray.init). The last line is one JSON object.
+The smoke study (`SMOKE_SPEC`) runs twice, each in a fresh process: plainly, node by node (as
+`run_study_local`, with a Ray worker's threads), each node timed; and by `run_study` on a fresh local Ray,
+a watcher stamping when each node's folder and its done.json appear. Two ideals, each from the node times
+inside the Ray run (scheduling efficiency) and from the plain run (also the slowdown of nodes side by side):
+by levels (issue 7's: Σ over chain positions of max(Σ node times ÷ slots, the longest node)), and by the DAG
+(max(Σ all node times ÷ slots, the longest chain): a bound no schedule beats; the runner has no barrier between
+levels, so it can beat the first). Efficiency = ideal ÷ Ray's makespan (`run_study` after ray.init).
+The last line is one JSON object.
 """
 
 from __future__ import annotations
