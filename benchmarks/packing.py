@@ -135,8 +135,8 @@ def main() -> int:
     idle = slots * (last - first) - sum(ray_run["node_s"].values())
     say(f"\nRay makespan {mk:.1f} s (+ ray.init {ray_run['init_s']:.1f} s): first node started after {first:.1f} s, "
         f"last ended at {last:.1f} s; idle slot-seconds in between: {idle:.1f} (of {slots} × {last - first:.1f})")
-    say(f"DAG bound from the node times inside Ray: Σ ÷ {slots} slots = {spread:.1f} s, longest chain = {longest:.1f} s")
-    say(f"plain sequential run: {plain['makespan_s']:.1f} s")
+    say(f"DAG bound from the node times inside Ray: Σ ÷ {slots} slots = {spread:.1f} s, longest chain = "
+        f"{longest:.1f} s\nplain sequential run: {plain['makespan_s']:.1f} s")
     eff_ray, eff_plain = ideal_ray / mk, ideal_plain / mk
     say(table(["ideal", "from node times", "ideal s", "efficiency", "efficiency incl. ray.init"],
               [["by levels", "inside Ray", ideal_ray, eff_ray, ideal_ray / (mk + ray_run["init_s"])],
