@@ -9,11 +9,13 @@ one torch thread it is the wall time the work would take on an idle core.
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import platform
 import resource
 import statistics
+import subprocess
 import sys
 import threading
 import time
@@ -73,16 +75,17 @@ def med(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    """A plain fixed-width table; floats printed with 3 significant decimals."""
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]], digits: int = 3) -> str:
+    """A plain fixed-width table; floats printed with ``digits`` decimals (below 1000)."""
     def fmt(v):
         if isinstance(v, float):
-            return f"{v:.3f}" if abs(v) < 1000 else f"{v:,.0f}"
+            return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:,.0f}"
         return str(v)
 
     rows = [[fmt(v) for v in r] for r in rows]
     widths = [max(len(str(h)), *(len(r[i]) for r in rows)) if rows else len(str(h)) for i, h in enumerate(headers)]
-    line = lambda cells: "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))  # noqa: E731
+    def line(cells):
+        return "  ".join(c.rjust(w) if i else c.ljust(w) for i, (c, w) in enumerate(zip(cells, widths)))
     return "\n".join([line([str(h) for h in headers]), line(["-" * w for w in widths])] + [line(r) for r in rows])
 
 
@@ -102,6 +105,79 @@ def peak_rss_mb() -> float:
 def emit(obj: dict) -> None:
     """The benchmark's last line: one JSON object."""
     print(json.dumps(obj), flush=True)
+
+
+def parser(doc: str, timing: bool = False) -> argparse.ArgumentParser:
+    """The script's parser, described by its docstring's first paragraph; ``timing`` adds --reps, --threads
+    and --clock (cpu: this process's CPU time, robust to other processes' load; wall: wall time)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    if timing:
+        ap.add_argument("--reps", type=int, default=3, help="rounds of all measurements (after a warm-up round)")
+        ap.add_argument("--threads", type=int, default=1)
+        ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
+    return ap
+
+
+def start(args) -> None:
+    """Set the torch threads of a timing script and print the machine and clock lines."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    say(machine())
+    say(f"clock: {args.clock} time, {args.threads} torch thread(s)")
+
+
+def last_json(stdout: str) -> dict | None:
+    """The last line of a benchmark's (or a child's) output that is a JSON object, or None."""
+    lines = [ln for ln in stdout.splitlines() if ln.startswith("{")]
+    return json.loads(lines[-1]) if lines else None
+
+
+def run_child(script: str, argv: list[str], timeout: float | None = None) -> dict:
+    """Run ``script`` (a path) in a fresh Python process and return its last JSON line (with ``process_s``)."""
+    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
+    t0 = time.time()
+    p = subprocess.run([sys.executable, script, *argv], cwd=ROOT, env=env, capture_output=True, text=True,
+                       timeout=timeout)
+    res = last_json(p.stdout)
+    if p.returncode != 0 or res is None:
+        raise RuntimeError(f"{Path(script).name} {' '.join(argv[:2])} failed (rc {p.returncode}):\n"
+                           f"{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
+    return {**res, "process_s": time.time() - t0}
+
+
+def fake_split(name: str, n: int, size: tuple[int, int], seed: int, k: int = 19):
+    """An in-memory split of ``n`` random uint8 images and labels at ``size``."""
+    import torch
+
+    from proda.data.stream import Split
+
+    g = torch.Generator().manual_seed(seed)
+    return Split(name, n, tuple(size), images=torch.randint(0, 256, (n, 3, *size), dtype=torch.uint8, generator=g),
+                 labels=torch.randint(0, k, (n, *size), dtype=torch.uint8, generator=g))
+
+
+def build_stage(cfg, model, source, target, stride: int, seed: int = 0, device="cpu", cls=None):
+    """A `Stage1` (or ``cls``) on ``source``/``target`` with random soft labels (at the model's ``stride``) and
+    prototypes."""
+    import torch
+    import torch.nn.functional as F
+
+    from proda.method.stages import Stage1
+
+    k, g = cfg.data.num_classes, torch.Generator().manual_seed(seed)
+    out_hw = (cfg.data.full_size[0] // stride, cfg.data.full_size[1] // stride)
+    soft = F.softmax(3 * torch.randn(target.size, k, *out_hw, generator=g), 1).half()
+    protos = torch.randn(k, model.feat_channels, generator=g)
+    return (cls or Stage1)(cfg, model, source, target, soft, protos, torch.ones(k), torch.device(device), seed)
+
+
+def full_step(stage, accum: int = 1) -> None:
+    """One optimiser step of a stage, as the trainer runs it."""
+    for _ in range(accum):
+        stage.micro_step(accum)
+    stage.optimizer_step()
+    stage.after_step()
 
 
 def say(*a) -> None:

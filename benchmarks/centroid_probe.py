@@ -1,25 +1,16 @@
 """Does the warm-up's target feature space support prototypical denoising? (issue 12, item 5)
 
-    python benchmarks/centroid_probe.py --study runs/default [--tau 1.0]
+    python benchmarks/centroid_probe.py --study runs/default [--tau 1.0] [--thresholds 0,0.9]
 
-For every finished adversarial warm-up node of a study folder (and its pseudo-label node), on *target
-train* at the model's output resolution (labels downsampled by nearest neighbour):
-
-* ``classifier``: pixel accuracy of the warm-up's argmax (what ST's hard labels are); ``mean_class_accuracy``:
-  the three rules' accuracy with every class weighing the same (the mean of the per-class recalls);
-* ``nearest_gt_centroid``: pixel accuracy of assigning each pixel to the nearest class centroid of the
-  warm-up's features computed under the *ground-truth* labels — the features cluster by class when this is
-  above ``classifier`` (a benchmark check, it uses target labels and trains nothing);
-* ``rectified``: accuracy of ξ(ω ⊙ p_{t,0}) with the prototypes PD really starts from (centroids under the
-  warm-up's own argmax, ``pseudo.pt``), i.e. what PD's denoising does at its first step;
-* per frequent class (≥ 3 % of target pixels): precision and recall of the argmax, and the precision of the
-  confident labels (``confident_precision``: ξ(p) where max p ≥ 0.9, what a 0.9-threshold ST would train on);
-* the largest confusions (true → predicted, share of all pixels);
-* ``labels``: at each ``--thresholds`` value, what the ST rows' ξ(p_{t,0}) and the PD rows' ξ(ω ⊙ p_{t,0}) keep
-  (``kept``, % of the pixels), how many of those are right (``right``) and the mean over classes of the share
-  of each class's pixels labelled right (``class_recall``) — p_{t,0} as stage 1 reads it (``pseudo.pt``).
-
-Prints one JSON line per node. Nothing here is used for training or model selection.
+For every finished adversarial warm-up node of a study (and its pseudo-label node), on target train at the
+model's output resolution, one JSON line: pixel accuracy of the warm-up's argmax (``classifier``: ST's hard
+labels), of the nearest class centroid under the ground-truth labels (``nearest_gt_centroid``: the features
+cluster by class when it beats ``classifier``; uses target labels, trains nothing), of ξ(ω ⊙ p_{t,0}) with the
+prototypes PD starts from (``rectified``); each rule's ``mean_class_accuracy`` (mean per-class recall); per
+frequent class (≥ 3 % of pixels) precision, recall and ``confident_precision`` (max p ≥ 0.9); the largest
+``confusions``; and ``labels``: at each threshold, what ST's ξ(p_{t,0}) and PD's ξ(ω ⊙ p_{t,0}) keep (``kept``, %
+of pixels), how many of those are ``right``, and the mean per-class share labelled right (``class_recall``).
+Nothing here is used for training or model selection.
 """
 
 from __future__ import annotations
@@ -29,10 +20,8 @@ import json
 import sys
 from pathlib import Path
 
-try:
-    import proda  # noqa: F401
-except ImportError:
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common  # noqa: E402,F401  (proda from a checkout without installing)
 
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
@@ -46,10 +35,6 @@ from proda.engine.nodes import load_model  # noqa: E402
 from proda.evaluation import ConfusionMatrix  # noqa: E402
 from proda.method.prototypes import (CentroidAccumulator, hard_label, proto_distances, proto_softmax,  # noqa: E402
                                     rectify)
-
-
-def _accuracy(cm: ConfusionMatrix) -> float:
-    return round(100 * cm.pixel_accuracy(), 2)
 
 
 def _mean_class_accuracy(cm: ConfusionMatrix) -> float:
@@ -118,7 +103,7 @@ def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, bat
     top = torch.topk(off.flatten(), 6)
     confusions = [f"{names[int(i) // k]}→{names[int(i) % k]} {100 * float(v / m.sum()):.1f}%"
                   for v, i in zip(top.values, top.indices)]
-    out = {name: _accuracy(cm) for name, cm in cms.items() if cm.mat.sum() > 0}
+    out = {name: round(100 * cm.pixel_accuracy(), 2) for name, cm in cms.items() if cm.mat.sum() > 0}
     out["mean_class_accuracy"] = {name: _mean_class_accuracy(cm) for name, cm in cms.items() if cm.mat.sum() > 0}
     out["classifier_miou"] = round(100 * cms["classifier"].miou(), 2)
     out["frequent"] = frequent
@@ -135,14 +120,14 @@ def main() -> int:
     ap.add_argument("--thresholds", default="0,0.9", help="thresholds of the hard labels' table (default 0,0.9)")
     args = ap.parse_args()
     torch.set_num_threads(2)
-    plan = json.loads((args.study / "plan.json").read_text())
-    nodes = plan["nodes"]
+    nodes = json.loads((args.study / "plan.json").read_text())["nodes"]
+    done = lambda nid: (args.study / "nodes" / nid / "done.json").is_file()  # noqa: E731
     for nid, node in nodes.items():
         cfg = Config.from_dict(node["config"])
-        if node["kind"] != "warmup" or cfg.warmup.kind != "adversarial" or not (args.study / "nodes" / nid / "done.json").is_file():
+        if node["kind"] != "warmup" or cfg.warmup.kind != "adversarial" or not done(nid):
             continue
-        pseudo = next((p for p, n in nodes.items() if n["kind"] == "pseudo" and n["inputs"].get("model") == nid
-                       and (args.study / "nodes" / p / "done.json").is_file()), None)
+        pseudo = next((p for p, n in nodes.items()
+                       if n["kind"] == "pseudo" and n["inputs"].get("model") == nid and done(p)), None)
         res = probe(cfg, args.study / "nodes" / nid, args.study / "nodes" / pseudo if pseudo else None,
                     args.tau if args.tau is not None else cfg.stage1.tau,
                     thresholds=tuple(float(t) for t in args.thresholds.split(",")))

@@ -1,35 +1,30 @@
-"""Target-val evaluation speed, the confusion matrix on the device vs. a numpy round trip, and the share
-of a `synthetic`-preset node's time spent evaluating.
+"""Target-val evaluation speed and the share of a `synthetic`-preset node's time spent evaluating (RESULTS.md §5).
 
-    python benchmarks/eval_speed.py [--reps 3] [--node-dir DIR] [--storage /tmp/proda-bench]
+    python benchmarks/eval_speed.py [--reps 3] [--skip-node] [--storage /tmp/proda-bench]
 
-1. images/s of `proda.engine.trainer.evaluate` on the embedded benchmark's target val split (500 images
-   at 64×128) with the `synthetic` preset's model and eval batch size (64), plus its parts: the model's
-   forward, the upsampling + argmax, the confusion-matrix update.
-2. `ConfusionMatrix.update` (one `bincount` on the tensors' device) vs. the official code's round trip
-   (`.cpu().numpy()` + `np.bincount`), on one eval batch (64×64×128 pixels), alternated.
-3. A `synthetic`-preset node (the source-only warm-up: 600 steps, evaluated at steps 200/400/600 — the
-   node kind with the cheapest steps, so the largest evaluation share) is run plainly with `run_node`,
-   with `evaluate` wrapped to add up its CPU and wall time; share = evaluation time ÷ the node's time
-   (CPU time: robust to other processes' load; wall: with the `eval_seconds` of its metrics.jsonl).
-   ``--node-dir`` reads the wall-time share of a node folder that has already run instead (its wall
-   time from ``node_seconds.json`` written by benchmarks/ray_overhead.py, else from file times).
-Timings use this process's CPU time (``--clock cpu``, 1 thread) unless ``--clock wall``.
-The last line is one JSON object.
+1. images/s of `proda.engine.trainer.evaluate` on the embedded benchmark's target val split with the
+   `synthetic` preset's model and eval batch size, and its parts: forward, upsampling + argmax, confusion update.
+3a. evaluation's share by node kind, predicted: each kind's measured step cost × its steps against the
+   measured evaluation × its evaluations.
+3b. measured: the source-only warm-up node (the kind with the cheapest steps, so the largest evaluation share)
+   run plainly with `run_node`, `evaluate` wrapped to add up its CPU and wall time; share = evaluation time ÷
+   the node's time (CPU time, and wall time with the ``eval_seconds`` of its metrics.jsonl).
+(2., the confusion matrix on the device vs. a numpy round trip — §5's 0.84× / 1.12×, the same on a CPU — was
+removed in issue 16 item 7: ``git show 6151bdd:benchmarks/eval_speed.py``; so was ``--node-dir``.)
+Timings use this process's CPU time (``--clock cpu``, 1 thread) unless ``--clock wall``. The last line is one
+JSON object.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import tempfile
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import CLOCKS, alternate, emit, machine, med, say, table  # noqa: E402
+from _common import CLOCKS, alternate, emit, full_step, med, parser, say, start, table, timed  # noqa: E402
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
 import torch.nn.functional as F  # noqa: E402
 
@@ -43,19 +38,11 @@ from proda.presets import make_config  # noqa: E402
 K = 19
 
 
-def numpy_update(hist: np.ndarray, pred: torch.Tensor, target: torch.Tensor) -> None:
-    """The official code's `fast_hist` after a host round trip."""
-    p, t = pred.cpu().numpy().ravel(), target.cpu().numpy().ravel()
-    keep = (t >= 0) & (t < K) & (p >= 0) & (p < K)
-    hist += np.bincount(K * t[keep].astype(np.int64) + p[keep], minlength=K * K).reshape(K, K)
-
-
-def node_share(cfg, storage: Path) -> dict:
-    """Run the synthetic-preset source-only warm-up node plainly; return its eval share (CPU and wall)."""
+def node_share(cfg, out: Path) -> dict:
+    """Run the synthetic-preset source-only warm-up node plainly; its evaluation share (CPU and wall)."""
     import proda.engine.trainer as trainer
 
-    spent = {"cpu": 0.0, "wall": 0.0}
-    inner = trainer.evaluate
+    spent, inner = {"cpu": 0.0, "wall": 0.0}, trainer.evaluate
 
     def counted(*a, **k):  # run_stage looks `evaluate` up in its module at each call
         c0, w0 = CLOCKS["cpu"](), CLOCKS["wall"]()
@@ -65,7 +52,6 @@ def node_share(cfg, storage: Path) -> dict:
             spent["cpu"] += CLOCKS["cpu"]() - c0
             spent["wall"] += CLOCKS["wall"]() - w0
 
-    out = storage / "eval-node"
     trainer.evaluate = counted
     try:
         c0, w0 = CLOCKS["cpu"](), CLOCKS["wall"]()
@@ -73,13 +59,15 @@ def node_share(cfg, storage: Path) -> dict:
         cpu, wall = CLOCKS["cpu"]() - c0, CLOCKS["wall"]() - w0
     finally:
         trainer.evaluate = inner
-    res = read_share(out, wall)
-    res.update(node_cpu_s=cpu, eval_cpu_s=spent["cpu"], share_cpu=spent["cpu"] / cpu)
-    return res
+    recs = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    evals = [r["eval_seconds"] for r in recs if r.get("kind") == "eval"]
+    return {"node_seconds": wall, "evals": len(evals), "eval_seconds": sum(evals), "share": sum(evals) / wall,
+            "steps": max(r["step"] for r in recs), "node_cpu_s": cpu, "eval_cpu_s": spent["cpu"],
+            "share_cpu": spent["cpu"] / cpu}
 
 
-def step_costs(clock: str, steps: int = 8) -> dict[str, float]:
-    """Seconds per optimiser step of each node kind of the synthetic preset (after 3 warm-up steps)."""
+def step_costs(clock: str, steps: int = 8) -> dict[str, tuple[float, int]]:
+    """(seconds per optimiser step, the node's steps) of each node kind of the synthetic preset."""
     from proda.method import stages as S
 
     cfg = make_config("synthetic", "proda", 0, {"device": "cpu"})
@@ -100,48 +88,18 @@ def step_costs(clock: str, steps: int = 8) -> dict[str, float]:
     out = {}
     for name, (make, node_steps) in kinds.items():
         st = make()
-
-        def step():
-            st.micro_step(1)
-            st.optimizer_step()
-            st.after_step()
-
         for _ in range(3):
-            step()
-        c = CLOCKS[clock]
-        t0 = c()
-        for _ in range(steps):
-            step()
-        out[name] = ((c() - t0) / steps, node_steps)
+            full_step(st)
+        out[name] = (timed(lambda: [full_step(st) for _ in range(steps)], clock=clock) / steps, node_steps)
     return out
 
 
-def read_share(node_dir: Path, wall: float | None = None) -> dict:
-    recs = [json.loads(line) for line in (node_dir / "metrics.jsonl").read_text().splitlines() if line.strip()]
-    evals = [r["eval_seconds"] for r in recs if r.get("kind") == "eval"]
-    if wall is None:
-        meta = node_dir / "node_seconds.json"
-        if meta.is_file():
-            wall = json.loads(meta.read_text())["seconds"]
-        else:  # from file times: the first checkpoint/metrics write to done.json (misses the start-up)
-            wall = (node_dir / "done.json").stat().st_mtime - min(p.stat().st_mtime for p in node_dir.iterdir())
-    steps = max(r["step"] for r in recs)
-    return {"node_seconds": wall, "evals": len(evals), "eval_seconds": evals, "steps": steps,
-            "share": sum(evals) / wall}
-
-
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu")
-    ap.add_argument("--node-dir", type=Path, help="read an already-run node folder instead of running one")
+    ap = parser(__doc__, timing=True)
     ap.add_argument("--storage", type=Path, default=None, help="where the node runs (default: a temp folder)")
-    ap.add_argument("--skip-node", action="store_true")
+    ap.add_argument("--skip-node", action="store_true", help="without the measured node (3b)")
     args = ap.parse_args()
-    torch.set_num_threads(args.threads)
-    say(machine())
-    say(f"clock: {args.clock} time, {args.threads} torch thread(s)")
+    start(args)
     now = CLOCKS[args.clock]
     cfg = make_config("synthetic", "source-only", 0, {"device": "cpu"})
     dev = torch.device("cpu")
@@ -163,10 +121,8 @@ def main() -> int:
                 pred = F.interpolate(out, size=lab.shape[-2:], mode="bilinear", align_corners=False).max(1)[1]
                 t2 = now()
                 cm.update(pred=pred, target=lab)
-                t3 = now()
-                t["forward"] += t1 - t0
-                t["upsample + argmax"] += t2 - t1
-                t["confusion update"] += t3 - t2
+                for k, dt in zip(t, (t1 - t0, t2 - t1, now() - t2)):
+                    t[k] += dt
         return t
 
     part_runs = []
@@ -177,39 +133,16 @@ def main() -> int:
     say(f"\n== 1. evaluate() on target val: {val.size} images at {tuple(val.full_size)}, batch {bs}, "
         f"synthetic-preset model, {args.threads} threads")
     rows = [["evaluate() (whole call)", ev, ips]]
-    for k in ("forward", "upsample + argmax", "confusion update"):
+    for k in part_runs[0]:
         v = med([p[k] for p in part_runs[1:] or part_runs])
         rows.append([f"  {k}", v, val.size / v])
     say(table(["part", "seconds", "images/s"], rows))
 
-    # 2. confusion matrix: device bincount vs numpy round trip
-    g = torch.Generator().manual_seed(0)
-    pred = torch.randint(0, K, (bs, *val.full_size), generator=g)
-    target = torch.randint(0, K, (bs, *val.full_size), generator=g)
-    target[:, :4] = 255  # some ignored pixels
-    cm, hist = ConfusionMatrix(K, device=dev), np.zeros((K, K), dtype=np.int64)
-    cm.update(pred, target)
-    numpy_update(hist, pred, target)
-    assert (cm.mat.numpy() == hist).all(), "device and numpy confusion matrices differ"
-    inner = 20
-    t = alternate({"device bincount": lambda: [cm.update(pred, target) for _ in range(inner)],
-                   "numpy round trip": lambda: [numpy_update(hist, pred, target) for _ in range(inner)]},
-                  max(5, args.reps * 3), clock=args.clock)
-    dev_s, np_s = med(t["device bincount"]) / inner, med(t["numpy round trip"]) / inner
-    say(f"\n== 2. confusion-matrix update of one eval batch ({pred.numel():,} pixels), median of {inner}-update runs")
-    say(table(["implementation", "ms / batch", "Mpixel/s"],
-              [["ConfusionMatrix.update (device bincount)", 1000 * dev_s, pred.numel() / dev_s / 1e6],
-               [".cpu().numpy() + np.bincount", 1000 * np_s, pred.numel() / np_s / 1e6]]))
-    say("(on this CPU-only machine the round trip copies nothing: the difference is the two bincounts; on a GPU "
-        "the device version also avoids a device→host copy and a sync per batch)")
-    speedup = np_s / dev_s
-
     # 3a. predicted share per node kind: measured step cost × steps vs measured evaluation × evaluations
     say(f"\n== 3a. evaluation's share by node kind (synthetic preset: eval every {cfg.eval.interval} steps and at the "
         f"end, {val.size} val images; step and evaluation costs measured here, {args.clock} time)")
-    kinds = step_costs(args.clock)
     rows, shares = [], {}
-    for name, (step_s, steps) in kinds.items():
+    for name, (step_s, steps) in step_costs(args.clock).items():
         n_eval = steps // cfg.eval.interval + (1 if steps % cfg.eval.interval else 0)
         train_s, eval_s = steps * step_s, n_eval * ev
         shares[name] = eval_s / (train_s + eval_s)
@@ -219,25 +152,20 @@ def main() -> int:
     # 3b. share of a node, measured
     share = None
     if not args.skip_node:
-        if args.node_dir:
-            share = read_share(args.node_dir)
-        else:
-            with tempfile.TemporaryDirectory(dir=args.storage, prefix="eval-speed-") as d:
-                say("\n(running a synthetic-preset source-only warm-up node plainly; ~2-4 min here)")
-                share = node_share(cfg, Path(d))
-        say(f"\n== 3b. evaluation's share of a synthetic-preset node, measured (source-only warm-up, {share['steps']} steps, "
-            f"eval every {cfg.eval.interval})")
-        rows = [["wall (metrics.jsonl eval_seconds)", share["node_seconds"], sum(share["eval_seconds"]), share["evals"],
-                 100 * share["share"]]]
-        if "share_cpu" in share:
-            rows.insert(0, ["CPU time (evaluate wrapped)", share["node_cpu_s"], share["eval_cpu_s"], share["evals"],
-                            100 * share["share_cpu"]])
-        say(table(["clock", "node s", "evaluation s", "evaluations", "eval share %"], rows))
-    frac = None if share is None else share.get("share_cpu" if args.clock == "cpu" else "share", share["share"])
+        with tempfile.TemporaryDirectory(dir=args.storage, prefix="eval-speed-") as d:
+            say("\n(running a synthetic-preset source-only warm-up node plainly; ~2-4 min here)")
+            share = node_share(cfg, Path(d) / "eval-node")
+        say(f"\n== 3b. evaluation's share of a synthetic-preset node, measured (source-only warm-up, "
+            f"{share['steps']} steps, eval every {cfg.eval.interval})")
+        say(table(["clock", "node s", "evaluation s", "evaluations", "eval share %"],
+                  [["CPU time (evaluate wrapped)", share["node_cpu_s"], share["eval_cpu_s"], share["evals"],
+                    100 * share["share_cpu"]],
+                   ["wall (metrics.jsonl eval_seconds)", share["node_seconds"], share["eval_seconds"], share["evals"],
+                    100 * share["share"]]]))
+    frac = None if share is None else share["share_cpu" if args.clock == "cpu" else "share"]
     emit({"eval_fraction_of_node": None if frac is None else round(frac, 4),
           "eval_fraction_of_node_wall": None if share is None else round(share["share"], 4),
-          "eval_fraction_by_kind": {k: round(v, 4) for k, v in shares.items()},
-          "device_vs_numpy_speedup": round(speedup, 2), "eval_images_per_s": round(ips, 1),
+          "eval_fraction_by_kind": {k: round(v, 4) for k, v in shares.items()}, "eval_images_per_s": round(ips, 1),
           "node_seconds": None if share is None else round(share["node_seconds"], 1)})
     return 0
 

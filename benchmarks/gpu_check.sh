@@ -141,7 +141,7 @@ elif mode == "ops":
     import copy
     model = model.to(dev)
     ema = copy.deepcopy(model).requires_grad_(False)
-    t_in = so.Inputs(batch, crop, full).to(dev)
+    t_in = so.Inputs(batch, crop, full, device=dev)
     protos_loop = t_in.protos.clone()
     g = torch.Generator().manual_seed(5)
     loop = lambda: so.loop_step(t_in, protos_loop, (model, ema), g)  # noqa: E731

@@ -1,38 +1,27 @@
-"""How well the Ray runner packs the smoke study onto a local Ray: makespan vs. the ideal schedule.
+"""How well the Ray runner packs the smoke study onto a local Ray: makespan vs. the ideal schedule (RESULTS.md §4).
 
     python benchmarks/packing.py [--storage /tmp/proda-packing] [--cpus-per-worker 1]
 
-The smoke study (`SMOKE_SPEC`: 5 variants × 2 seeds, merged into 20 nodes at 9 chain positions) runs twice, each
-in a fresh process:
-1. plainly, node by node in the order of their chain positions (what `run_study_local` does), each node timed, with the
-   threads a Ray worker gets (``int(cpus_per_worker)``);
-2. with `run_study` on a fresh local Ray (Train local mode, ``cpus_per_worker`` CPUs per node, as many
-   nodes at once as fit); a watcher thread stamps when each node's folder appears (the node started)
-   and when its done.json appears (it finished).
-Two ideals, each from the node times (a) as measured inside the Ray run (scheduling efficiency: start-up,
-launch latency and idle slots only) and (b) from the plain run (end to end: also the slowdown of running
-nodes side by side):
-- by levels (issue 7's definition; a level is the nodes at one chain position): Σ over levels of
-  max(Σ node times ÷ slots, the longest node) — the best schedule that runs the levels one after another;
-- by the DAG: max(Σ all node times ÷ slots, the longest chain of nodes) — a lower bound for any schedule.
-  The runner has no barrier between levels (a node starts when its inputs are done), so it can beat the
-  level ideal; it cannot beat this one.
-Efficiency = ideal ÷ Ray's makespan (`run_study` wall time after ray.init). The last line is one JSON object.
+The smoke study (`SMOKE_SPEC`) runs twice, each in a fresh process: plainly, node by node (as
+`run_study_local`, with a Ray worker's threads), each node timed; and by `run_study` on a fresh local Ray,
+a watcher stamping when each node's folder and its done.json appear. Two ideals, each from the node times
+inside the Ray run (scheduling efficiency) and from the plain run (also the slowdown of nodes side by side):
+by levels (issue 7's: Σ over chain positions of max(Σ node times ÷ slots, the longest node)), and by the DAG
+(max(Σ all node times ÷ slots, the longest chain): a bound no schedule beats; the runner has no barrier between
+levels, so it can beat the first). Efficiency = ideal ÷ Ray's makespan (`run_study` after ray.init).
+The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, NodeWatcher, emit, machine, say, table  # noqa: E402
+from _common import NodeWatcher, emit, machine, parser, run_child, say, table  # noqa: E402
 
 
 def child(mode: str, study: Path, cpus: float) -> dict:
@@ -91,28 +80,20 @@ def dag_bound(plan, node_s: dict[str, float], slots: int) -> tuple[float, float,
     return max(longest, spread), spread, longest
 
 
-def run_child(mode: str, study: Path, cpus: float) -> dict:
-    if study.exists():
-        shutil.rmtree(study)
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-    p = subprocess.run([sys.executable, __file__, "--child", mode, "--study", str(study),
-                        "--cpus-per-worker", str(cpus)], cwd=ROOT, env=env, capture_output=True, text=True,
-                       timeout=3600)
-    lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-    if p.returncode != 0 or not lines:
-        raise RuntimeError(f"{mode} run failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
-    return json.loads(lines[-1])
+def run_plan(mode: str, study: Path, cpus: float) -> dict:
+    shutil.rmtree(study, ignore_errors=True)
+    return run_child(__file__, ["--child", mode, "--study", str(study), "--cpus-per-worker", str(cpus)], 3600)
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--storage", type=Path, default=Path("/tmp/proda-packing"))
     ap.add_argument("--cpus-per-worker", type=float, default=1.0)
     ap.add_argument("--child", choices=("plain", "ray"), help=argparse.SUPPRESS)
     ap.add_argument("--study", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.study, args.cpus_per_worker)), flush=True)
+        emit(child(args.child, args.study, args.cpus_per_worker))
         return 0
 
     from proda.ablation.grid import SMOKE_SPEC, expand
@@ -121,10 +102,10 @@ def main() -> int:
     plan = expand(SMOKE_SPEC)
     say(plan.summary())
     say("\nrunning the smoke study plainly (node by node) ...")
-    plain = run_child("plain", args.storage / "plain", args.cpus_per_worker)
+    plain = run_plan("plain", args.storage / "plain", args.cpus_per_worker)
     say(f"  plain: {plain['makespan_s']:.1f} s for {len(plain['node_s'])} nodes")
     say("running the smoke study on a fresh local Ray ...")
-    ray_run = run_child("ray", args.storage / "ray", args.cpus_per_worker)
+    ray_run = run_plan("ray", args.storage / "ray", args.cpus_per_worker)
     slots = ray_run["slots"]
     say(f"  ray: ray.init {ray_run['init_s']:.1f} s, run_study {ray_run['makespan_s']:.1f} s, {slots} slots")
     missing = set(plan.nodes) - set(ray_run["node_s"])
@@ -154,8 +135,8 @@ def main() -> int:
     idle = slots * (last - first) - sum(ray_run["node_s"].values())
     say(f"\nRay makespan {mk:.1f} s (+ ray.init {ray_run['init_s']:.1f} s): first node started after {first:.1f} s, "
         f"last ended at {last:.1f} s; idle slot-seconds in between: {idle:.1f} (of {slots} × {last - first:.1f})")
-    say(f"DAG bound from the node times inside Ray: Σ ÷ {slots} slots = {spread:.1f} s, longest chain = {longest:.1f} s")
-    say(f"plain sequential run: {plain['makespan_s']:.1f} s")
+    say(f"DAG bound from the node times inside Ray: Σ ÷ {slots} slots = {spread:.1f} s, longest chain = "
+        f"{longest:.1f} s\nplain sequential run: {plain['makespan_s']:.1f} s")
     eff_ray, eff_plain = ideal_ray / mk, ideal_plain / mk
     say(table(["ideal", "from node times", "ideal s", "efficiency", "efficiency incl. ray.init"],
               [["by levels", "inside Ray", ideal_ray, eff_ray, ideal_ray / (mk + ray_run["init_s"])],

@@ -1,46 +1,29 @@
-"""The Ray runner's overhead on one node: the same node (same config, seed, data, threads) run in a plain
-process vs. as a Tune trial that launches a TorchTrainer (Train local mode, the default for one CPU
-worker) vs. the same with a real worker group (``local=False``).
+"""The Ray runner's overhead on one node (RESULTS.md §2): the same node (config, seed, data, threads) run in a
+plain process vs. as a Tune trial that launches a TorchTrainer in Train's local mode (``ray-local``, the default
+for one CPU worker) vs. with a real worker group (``ray-group``).
 
-    python benchmarks/ray_overhead.py [--steps N] [--rounds 2] [--cpus-per-worker 1]
+    python benchmarks/ray_overhead.py [--steps N] [--rounds 2] [--modes plain,ray-local,ray-group]
 
-The node is the `synthetic` preset's source-only warm-up (a 1-node plan: ``expand(AblationSpec(
-preset="synthetic", variants=("source-only",), seeds=(0,)))``; ``--steps`` overrides its optimiser
-steps, default: the preset's). Every run
-is a fresh Python process (modes alternate round by round): ``plain`` times `run_node` into a temp
-folder; the Ray modes time ``ray.init`` (a fresh local cluster) and `run_study` separately, and a
-watcher thread stamps when the node's folder appears (the node has started inside Ray) and when its
-done.json appears (the node has finished), which splits `run_study` into start-up, node and teardown.
-Each run's final mIoU is printed: the three modes train the same node, so they must agree.
-Ratios are medians over rounds: Ray's run_study time ÷ the plain node time, without and with ray.init.
-The last line is one JSON object.
+The node: the `synthetic` preset's source-only warm-up (``--steps``: its optimiser steps, default the preset's).
+Every run is a fresh process, modes alternating round by round; the Ray modes time ``ray.init`` and `run_study`
+apart, and a watcher stamps when the node's folder and its done.json appear (start-up, node, teardown). The
+modes train the same node, so their mIoU must agree. Ratios (medians over rounds): `run_study` ÷ the plain
+node, without and with ray.init. The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import ROOT, NodeWatcher, emit, machine, med, say, table  # noqa: E402
+from _common import NodeWatcher, emit, machine, med, parser, run_child, say, table  # noqa: E402
 
 MODES = ("plain", "ray-local", "ray-group")
-
-
-def plan_for(steps: int | None):
-    from proda.ablation.grid import AblationSpec, expand
-
-    spec = AblationSpec(name="ray-overhead", preset="synthetic", variants=("source-only",), seeds=(0,),
-                        overrides={"warmup.steps": steps} if steps else {})
-    plan = expand(spec)
-    assert len(plan.nodes) == 1, plan.summary()
-    return plan
 
 
 def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
@@ -48,11 +31,13 @@ def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
     t_start = time.time()
     import torch
 
+    from proda.ablation.grid import AblationSpec, expand
     from proda.config import Config
     from proda.engine.folder import read_done
     from proda.engine.nodes import run_node
 
-    plan = plan_for(steps)
+    plan = expand(AblationSpec(name="ray-overhead", preset="synthetic", variants=("source-only",), seeds=(0,),
+                               overrides={"warmup.steps": steps} if steps else {}))
     (node,) = plan.nodes.values()
     res: dict = {"mode": mode, "import_s": time.time() - t_start, "steps": node.config["warmup"]["steps"]}
     if mode == "plain":
@@ -81,30 +66,11 @@ def child(mode: str, steps: int | None, cpus: float, out: Path) -> dict:
         res.update(init_s=t1 - t0, study_s=t2 - t1, startup_s=(started or t2) - t1,
                    node_s=(done or t2) - (started or t1), teardown_s=t2 - (done or t2),
                    shutdown_s=time.time() - t2)
-    done = read_done(out / "nodes" / node.id)
-    res["miou"] = done.get("miou")
-    (out / "nodes" / node.id / "node_seconds.json").write_text(json.dumps({"seconds": res["node_s"]}))
-    return res
-
-
-def run_child(mode: str, steps: int | None, cpus: float, storage: Path | None, timeout: float) -> dict:
-    with tempfile.TemporaryDirectory(dir=storage, prefix=f"ray-overhead-{mode}-") as d:
-        env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "PYTHONUNBUFFERED": "1"}
-        t0 = time.time()
-        p = subprocess.run([sys.executable, __file__, "--child", mode, "--steps", str(steps or 0),
-                            "--cpus-per-worker", str(cpus), "--out", d], cwd=ROOT, env=env, capture_output=True,
-                           text=True, timeout=timeout)
-        wall = time.time() - t0
-        lines = [ln for ln in p.stdout.splitlines() if ln.startswith("{")]
-        if p.returncode != 0 or not lines:
-            raise RuntimeError(f"{mode} run failed (rc {p.returncode}):\n{p.stdout[-2000:]}\n{p.stderr[-3000:]}")
-        res = json.loads(lines[-1])
-        res["process_s"] = wall
-        return res
+    return {**res, "miou": read_done(out / "nodes" / node.id).get("miou")}
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap = parser(__doc__)
     ap.add_argument("--steps", type=int, default=0, help="optimiser steps of the node (0: the preset's)")
     ap.add_argument("--rounds", type=int, default=2, help="rounds of (plain, ray-local, ray-group), alternated")
     ap.add_argument("--cpus-per-worker", type=float, default=1.0, help="as run_study's (threads = int of it)")
@@ -115,19 +81,20 @@ def main() -> int:
     ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:
-        print(json.dumps(child(args.child, args.steps or None, args.cpus_per_worker, args.out)), flush=True)
+        emit(child(args.child, args.steps or None, args.cpus_per_worker, args.out))
         return 0
 
     say(machine())
     modes = args.modes.split(",")
     say(f"node: synthetic preset, source-only warm-up, {args.steps or 'preset'} steps, "
-        f"{int(args.cpus_per_worker)} thread(s); "
-        f"modes {modes}, {args.rounds} round(s)")
+        f"{int(args.cpus_per_worker)} thread(s); modes {modes}, {args.rounds} round(s)")
     runs: dict[str, list[dict]] = {m: [] for m in modes}
     for r in range(args.rounds):
         order = modes[r % len(modes):] + modes[:r % len(modes)]
         for m in order:
-            res = run_child(m, args.steps or None, args.cpus_per_worker, args.storage, args.timeout)
+            with tempfile.TemporaryDirectory(dir=args.storage, prefix=f"ray-overhead-{m}-") as d:
+                res = run_child(__file__, ["--child", m, "--steps", str(args.steps), "--cpus-per-worker",
+                                           str(args.cpus_per_worker), "--out", d], args.timeout)
             runs[m].append(res)
             say(f"  round {r + 1} {m}: " + ", ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}"
                                                       for k, v in res.items() if k != "mode"))
@@ -147,10 +114,11 @@ def main() -> int:
                "mIoU"], rows))
     mious = {round(runs[m][0].get("miou") or 0, 6) for m in modes}
     say(f"same result in every mode: {len(mious) == 1}")
-    emit({"ray_over_plain": round(out.get("ray-local", (float("nan"),))[0], 3),
-          "ray_over_plain_worker_group": round(out.get("ray-group", (float("nan"),))[0], 3),
-          "ray_over_plain_with_init": round(out.get("ray-local", (0, float("nan")))[1], 3),
-          "ray_over_plain_worker_group_with_init": round(out.get("ray-group", (0, float("nan")))[1], 3),
+    nan = (float("nan"), float("nan"))
+    emit({"ray_over_plain": round(out.get("ray-local", nan)[0], 3),
+          "ray_over_plain_worker_group": round(out.get("ray-group", nan)[0], 3),
+          "ray_over_plain_with_init": round(out.get("ray-local", nan)[1], 3),
+          "ray_over_plain_worker_group_with_init": round(out.get("ray-group", nan)[1], 3),
           "plain_node_s": round(plain, 1), "steps": runs[modes[0]][0].get("steps"), "rounds": args.rounds,
           "load_avg_1min": round(os.getloadavg()[0], 2)})
     return 0

@@ -1,55 +1,41 @@
-"""ProDA's own cost per stage-1 step against the network passes of that step, and against a loop baseline.
+"""ProDA's own cost per stage-1 step against the network passes of that step, and against a loop baseline
+(RESULTS.md §1).
 
     python benchmarks/step_overhead.py [--reps 3] [--quick]
 
-"ProDA's own cost" is everything `Stage1.micro_step` / `after_step` do that is not a network pass:
-prototype distances and weights ω, the full→weak replay of the EMA features and soft labels, the
-rectified label ŷ, the strong view and the replay of the teacher z_T into it, the student-side
-distances, SCE / regulariser / KL (forward and backward), batch centroids and the prototype update,
-and the EMA weight update. It is timed on the real code path, never re-implemented here:
-
-1. The real `Stage1` (proda/method/stages.py): `micro_step + optimizer_step + after_step` with a stub
-   network (a strided slice and two 1×1 convolutions that carry the real model's parameters, so the EMA
-   update is real) minus the stub's own passes, the source CE (standard training) and the data
-   augmentation → ProDA's cost as the library runs it.
-2. A loop baseline in the style of the official code (`_loop_baseline.py`: per-class `torch.norm(f - η_k)`,
-   per-sample crops that resize the whole map, per-sample per-op strong replay, per-(image, class) prototype
-   updates with `.item()`, EMA by a Python loop over parameters with clones) on tensors of the paper step's shapes,
-   checked first to compute the same maths on small tensors; its total against (1), round by round.
-3. The network: DeepLab-v2-R101 forward+backward at 2×3×256×512 and forward (no grad) at
-   2×3×512×1024. The paper-like step (crop 512×896, full image 1024×2048, batch 2) runs 3 student
-   forward+backward passes at the crop (source, weak, strong) and one EMA forward on the full image;
-   its network time is extrapolated by pixel count from the measured passes. The "same input" row
-   measures everything at crop 256×512 / full 512×1024, without extrapolation.
-Plus the `synthetic` preset's small model, whose network is tiny, measured end to end.
+"ProDA's own cost" is everything `Stage1.micro_step` / `after_step` do that is not a network pass (prototype
+distances and ω, the full→weak replay, ŷ, the strong view and z_T's replay into it, SCE / regulariser / KL
+forward and backward, centroids and the prototype update, the EMA update), timed on the real code path:
+1. the real `Stage1` with a stub network (`StubNet`: carries the real model's parameters, so the EMA update is
+   real) — a full step minus the stub's passes with the source CE, minus the data augmentation;
+2. the loop baseline in the official code's style (`_loop_baseline.py`, checked first to compute the same maths)
+   on tensors of the paper step's shapes, against (1) round by round;
+3. DeepLab-v2-R101 forward+backward at 2×3×256×512 and forward at 2×3×512×1024; the paper step (crop 512×896,
+   full 1024×2048, batch 2: 3 student passes at the crop, one EMA pass on the full image) extrapolated by pixel
+   count, the "same input" row (crop 256×512 / full 512×1024) all measured;
+4. the `synthetic` preset's small model end to end (real step vs stub step).
+gpu_check.sh imports this module (StubNet, stub_passes, data_only, Inputs, loop_step, build_stage, ...).
 The last line is one JSON object.
 """
 
 from __future__ import annotations
 
-import argparse
 import copy
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import _loop_baseline as LB  # noqa: E402
-from _common import alternate, emit, machine, med, now, say, table  # noqa: E402
-from _loop_baseline import PARTS, Inputs, check_same_maths, loop_step  # noqa: E402
+from _common import (alternate, build_stage, emit, fake_split, full_step, med, now, parser, say, start,  # noqa: E402
+                     table)
+from _loop_baseline import C, K, Inputs, check_same_maths, loop_step  # noqa: E402
 
 import torch  # noqa: E402
-import torch.nn.functional as F  # noqa: E402
 from torch import nn  # noqa: E402
 
-from proda.data.stream import Split  # noqa: E402
-from proda.method.stages import Stage1  # noqa: E402
 from proda.models import build_model  # noqa: E402
 from proda.presets import make_config  # noqa: E402
 
-K, C = LB.K, LB.C
 
-
-# ----------------------------------------------------------------------------- real path
 class StubNet(nn.Module):
     """A nearly free stand-in for DeepLab-v2 that holds the real model's parameters (unused in forward),
     so `Stage1`'s EMA copy and update cost what they cost with the real network."""
@@ -57,16 +43,9 @@ class StubNet(nn.Module):
     def __init__(self, real: nn.Module, stride: int = 8):
         super().__init__()
         self.real, self.stride = real, stride
+        self.feat_channels, self.num_classes = real.feat_channels, real.num_classes
         self.f = nn.Conv2d(3, real.feat_channels, 1)
         self.c = nn.Conv2d(real.feat_channels, real.num_classes, 1, bias=False)
-
-    @property
-    def feat_channels(self):
-        return self.real.feat_channels
-
-    @property
-    def num_classes(self):
-        return self.real.num_classes
 
     def forward(self, x):
         s = self.stride
@@ -77,49 +56,23 @@ class StubNet(nn.Module):
         return [{"params": list(self.f.parameters()) + list(self.c.parameters()), "lr": lr, "lr_mult": 1.0}]
 
 
-def fake_split(name: str, n: int, size: tuple[int, int], seed: int) -> Split:
-    g = torch.Generator().manual_seed(seed)
-    return Split(name, n, size, images=torch.randint(0, 256, (n, 3, *size), dtype=torch.uint8, generator=g),
-                 labels=torch.randint(0, K, (n, *size), dtype=torch.uint8, generator=g))
-
-
-def build_stage(cfg, model, source: Split, target: Split, stride: int, seed: int = 0, device="cpu") -> Stage1:
-    n = target.size
-    out_hw = (cfg.data.full_size[0] // stride, cfg.data.full_size[1] // stride)
-    g = torch.Generator().manual_seed(seed)
-    soft = F.softmax(3 * torch.randn(n, K, *out_hw, generator=g), 1).half()
-    protos = torch.randn(K, model.feat_channels, generator=g)
-    return Stage1(cfg, model, source, target, soft, protos, torch.ones(K), torch.device(device), seed)
-
-
-def full_step(stage: Stage1) -> None:
-    stage.micro_step(1)
-    stage.optimizer_step()
-    stage.after_step()
-
-
-def data_only(stage: Stage1) -> None:
+def data_only(stage) -> None:
     stage.target_batch()
     stage.source_batch()
 
 
-def stub_passes(stage: Stage1) -> None:
+def stub_passes(stage) -> None:
     """What is not ProDA's in a step, with the stub network: its passes as `micro_step` makes them (EMA on
-    the full image, 3 student passes) and the source CE (logits upsampled to the labels), which any
-    segmentation training has."""
-    c = stage.cfg.data
-    n = stage.micro_bs
-    full = torch.rand(n, 3, *c.full_size, device=stage.device)
-    crop = torch.rand(n, 3, *c.crop, device=stage.device)
-    y = torch.randint(0, K, (n, *c.crop), device=stage.device)
+    the full image, 3 student passes) and the source CE, which any segmentation training has."""
+    c, n, dev = stage.cfg.data, stage.micro_bs, stage.device
+    full, crop = torch.rand(n, 3, *c.full_size, device=dev), torch.rand(n, 3, *c.crop, device=dev)
     with torch.no_grad():
         stage.ema(full)
-    loss = stage.source_ce(crop, y) + sum(v.float().mean() for x in (crop, crop) for v in stage.model(x).values())
-    loss.backward()
+    loss = stage.source_ce(crop, torch.randint(0, K, (n, *c.crop), device=dev))
+    (loss + sum(v.float().mean() for x in (crop, crop) for v in stage.model(x).values())).backward()
     stage.opt.zero_grad(set_to_none=True)
 
 
-# ------------------------------------------------------------------------------- network
 def network_fns(model: nn.Module, n: int, crop: tuple[int, int], full: tuple[int, int]) -> dict:
     """DeepLab-v2 forward+backward at the crop (train mode) and forward without grad at the full image."""
     xc, xf = torch.randn(n, 3, *crop), torch.randn(n, 3, *full)
@@ -137,29 +90,19 @@ def network_fns(model: nn.Module, n: int, crop: tuple[int, int], full: tuple[int
     return {"net: fwd+bwd crop": fb, "net: fwd full": fwd}
 
 
-# ---------------------------------------------------------------------------------- main
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--reps", type=int, default=3, help="rounds of all measurements (after one warm-up round)")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--clock", choices=("cpu", "wall"), default="cpu",
-                    help="cpu: this process's CPU time (robust to other processes' load; default), wall: wall time")
+    ap = parser(__doc__, timing=True)
     ap.add_argument("--quick", action="store_true", help="tiny sizes and ResNet-18: a dry run of the script")
     args = ap.parse_args()
-    LB.CLOCK = args.clock  # the loop baseline's Stopwatch reads it
-    torch.set_num_threads(args.threads)
+    start(args)
     torch.manual_seed(0)
-    say(machine())
-    say(f"clock: {args.clock} time, {args.threads} torch thread(s)")
     quick = args.quick
     backbone = "resnet18" if quick else "resnet101"
-    paper = dict(n=2, crop=(512, 896), full=(1024, 2048)) if not quick else dict(n=2, crop=(64, 112), full=(128, 256))
-    small = dict(n=2, crop=(256, 512), full=(512, 1024)) if not quick else dict(n=2, crop=(32, 64), full=(64, 128))
-
+    paper = dict(n=2, crop=(64, 112), full=(128, 256)) if quick else dict(n=2, crop=(512, 896), full=(1024, 2048))
+    small = dict(n=2, crop=(32, 64), full=(64, 128)) if quick else dict(n=2, crop=(256, 512), full=(512, 1024))
     say("\n== loop baseline computes the same maths (small tensors)")
     for line in check_same_maths():
         say("  " + line)
-
     model = build_model(backbone, K)
     ema = copy.deepcopy(model).requires_grad_(False)
     nparams = sum(p.numel() for p in model.parameters())
@@ -167,10 +110,8 @@ def main() -> int:
     # every measurement runs in every round, in rotating order: the load of this shared machine swings by
     # several times within minutes, so each ratio is taken within a round, then the median over rounds
     t = Inputs(**paper)
-    protos_loop = t.protos.clone()
-    gen_l = torch.Generator().manual_seed(5)
-    loop_parts = []
-    fns = {"loop": lambda: loop_parts.append(loop_step(t, protos_loop, (model, ema), gen_l))}
+    protos_loop, gen_l, loop_parts = t.protos.clone(), torch.Generator().manual_seed(5), []
+    fns = {"loop": lambda: loop_parts.append(loop_step(t, protos_loop, (model, ema), gen_l, args.clock))}
     for name, s in (("paper", paper), ("same", small)):
         cfg = make_config("paper-gta5", "pd+sl", 0, {"data.batch_size": s["n"], "data.crop": list(s["crop"]),
                                                      "data.full_size": list(s["full"]), "device": "cpu"})
@@ -184,8 +125,7 @@ def main() -> int:
     t0 = now()
     times = alternate(fns, args.reps, warmup=1, clock=args.clock)
     say(f"  ({now() - t0:.0f} s)")
-    loop_parts = loop_parts[1:]  # drop the warm-up's breakdown
-    R = range(args.reps)
+    loop_parts, R = loop_parts[1:], range(args.reps)  # the warm-up's breakdown dropped
 
     # 1. the real code path
     ops = {n: [times[f"{n}: stub step"][r] - times[f"{n}: stub passes"][r] - times[f"{n}: data"][r] for r in R]
@@ -201,9 +141,10 @@ def main() -> int:
     say(f"\n== 2. loop baseline (official style), paper-like: batch {paper['n']}, {C}-ch features, {K} classes, "
         f"loss maps {paper['crop'][0] // 4}×{paper['crop'][1] // 4}, EMA maps {paper['full'][0] // 8}×"
         f"{paper['full'][1] // 8}; medians of {args.reps} rounds")
-    rows = [[p, 1000 * med([d[p] for d in loop_parts])] for p in PARTS]
-    rows.append(["total (whole calls)", 1000 * med(times["loop"])])
-    say(table(["component", "loop ms"], rows))
+    rows = [[p, 1000 * med([d[p] for d in loop_parts])] for p in loop_parts[0]]
+    say(table(["component", "loop ms"], rows + [["total (whole calls)", 1000 * med(times["loop"])]]))
+    say("  not in the loop baseline: the strong view and the replay of z_T into it (their rows time the "
+        "vectorised path in both columns; its distances are the loop's)")
     say(f"  loop total / the real Stage1's ProDA ops (paper row of 1), per round: {speedup:.1f}×")
 
     # 3. the network
@@ -212,19 +153,20 @@ def main() -> int:
     scale_full = (paper["full"][0] * paper["full"][1]) / (small["full"][0] * small["full"][1])
     net_same = [3 * fb[r] + fw[r] for r in R]
     net_paper = [scale_crop * 3 * fb[r] + scale_full * fw[r] for r in R]
-    say(f"\n== 3. {backbone} DeepLab-v2 passes, batch {small['n']}: fwd+bwd at {small['crop']} "
-        f"{', '.join(f'{x:.1f}' for x in fb)} s; fwd (no grad) at {small['full']} {', '.join(f'{x:.1f}' for x in fw)} s")
+    secs = lambda xs: ", ".join(f"{x:.1f}" for x in xs)  # noqa: E731
+    say(f"\n== 3. {backbone} DeepLab-v2 passes, batch {small['n']}: fwd+bwd at {small['crop']} {secs(fb)} s; "
+        f"fwd (no grad) at {small['full']} {secs(fw)} s")
     say(f"  same-input step: 3 × fwd+bwd + 1 × fwd; paper step (crop {paper['crop']}, full {paper['full']}): "
         f"3 × {scale_crop:.2f} × fwd+bwd + {scale_full:.0f} × fwd (pixel-count scaling)")
     del model, ema
 
     # 4. the synthetic preset, end to end (real small model vs the same step with a stub)
-    scfg = make_config("synthetic", "pd+sl", 0, {"device": "cpu"})
-    say(f"\n== 4. the `synthetic` preset (small model, {scfg.model.feat_channels}-ch features, batch "
-        f"{scfg.data.batch_size}, crop {scfg.data.crop[0]}×{scfg.data.crop[1]}), real step vs stub step")
     from proda.data.stream import open_split
     from proda.engine.nodes import new_model
 
+    scfg = make_config("synthetic", "pd+sl", 0, {"device": "cpu"})
+    say(f"\n== 4. the `synthetic` preset (small model, {scfg.model.feat_channels}-ch features, batch "
+        f"{scfg.data.batch_size}, crop {scfg.data.crop[0]}×{scfg.data.crop[1]}), real step vs stub step")
     ssrc, stgt = open_split(scfg, "source", "train"), open_split(scfg, "target", "train")
     real_stage = build_stage(scfg, new_model(scfg), ssrc, stgt, 4)
     stub_stage = build_stage(scfg, StubNet(new_model(scfg), 4), ssrc, stgt, 4)
@@ -246,13 +188,14 @@ def main() -> int:
     say("\n== ProDA's share of a stage-1 step (step = network passes + ProDA ops + data augmentation; the "
         "optimiser step is left out of the paper rows, which makes their share larger, not smaller); "
         "shares are per round, then the median (min–max)")
-    rows = [["paper-like (network extrapolated)", med(net_paper), med(ops["paper"]), med(times["paper: data"]),
-             100 * med(f_paper), f"{100 * min(f_paper):.2f}–{100 * max(f_paper):.2f}"],
-            ["same input (all measured)", med(net_same), med(ops["same"]), med(times["same: data"]),
-             100 * med(f_same), f"{100 * min(f_same):.2f}–{100 * max(f_same):.2f}"],
-            ["synthetic preset (all measured)", med(st["real step"]) - med(s_ops) - med(st["data"]), med(s_ops),
-             med(st["data"]), 100 * synth_frac, ""]]
-    say(table(["setting", "network s", "ProDA ops s", "data aug s", "ops %", "range %"], rows))
+    rng = lambda f: f"{100 * min(f):.2f}–{100 * max(f):.2f}"  # noqa: E731
+    say(table(["setting", "network s", "ProDA ops s", "data aug s", "ops %", "range %"], [
+        ["paper-like (network extrapolated)", med(net_paper), med(ops["paper"]), med(times["paper: data"]),
+         100 * med(f_paper), rng(f_paper)],
+        ["same input (all measured)", med(net_same), med(ops["same"]), med(times["same: data"]),
+         100 * med(f_same), rng(f_same)],
+        ["synthetic preset (all measured)", med(st["real step"]) - med(s_ops) - med(st["data"]), med(s_ops),
+         med(st["data"]), 100 * synth_frac, ""]]))
     say(f"loop baseline (official style) / the real Stage1's ProDA ops, paper-like: {speedup:.1f}×")
     emit({"overhead_fraction": round(med(f_paper), 4), "loop_baseline_speedup": round(speedup, 1),
           "overhead_fraction_same_input": round(med(f_same), 4),

@@ -14,7 +14,8 @@ motorcycles, poles with traffic signs and lights, trees. Objects shrink towards 
 
 The drawing lives in :mod:`proda.data.synthetic_scene`; this module holds the sizes, the splits, the
 cache and the Dataset. Labels are Cityscapes train ids 0..18 for every pixel (no 255). Sizes and the default training budget
-were measured: ``benchmarks/domain_gap.py``, ``benchmarks/RESULTS.md``.
+were measured: ``benchmarks/RESULTS.md`` ("Domain gap of the embedded benchmark"; its script, removed since, is
+``git show 79e4893:benchmarks/domain_gap.py``).
 
 Every image is drawn from its own ``numpy`` Generator seeded by ``(seed, domain, split, index)``: an
 image does not depend on how many are generated. :func:`load_split` caches arrays under
