@@ -43,7 +43,8 @@ def run_chain(cfg: Config, out: Path, resume: bool = False, log=print, stop_afte
     check_data(cfg)  # a bad dataset tree is refused before the run folder exists
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.yaml"
-    if cfg_path.is_file():
+    existed = cfg_path.is_file()
+    if existed:
         old = Config.from_yaml(cfg_path)
         if old.hash() != cfg.hash():
             if not resume:
@@ -52,7 +53,8 @@ def run_chain(cfg: Config, out: Path, resume: bool = False, log=print, stop_afte
         if not resume:
             state = "a finished" if (out / "summary.json").is_file() else "an unfinished"
             raise ConfigError(f"--out '{out}' already holds {state} run; pass --resume to continue it or use a new folder")
-    elif ddp.is_main():
+    ddp.barrier()  # under torchrun every rank looks before the main one writes: a later rank would see its file
+    if not existed and ddp.is_main():
         cfg_path.write_text(cfg.to_yaml())
     summary: dict = {"config_hash": cfg.hash(), "stages": {}}
     dirs: dict[str, Path] = {}  # node id → its folder, named by its chain position: DIR/warmup, DIR/stage1, ...

@@ -4,6 +4,7 @@
 import dataclasses
 import os
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -145,3 +146,31 @@ def test_two_gloo_ranks_agree_and_match_one_process(tmp_path, synthetic_cache, m
     for k in ("bank.protos", "model.head.classifier.weight"):
         with pytest.raises(AssertionError):
             torch.testing.assert_close(alone[k], mine[k], **tol)
+
+
+def _chain_worker(rank, world, init_file, cache, out_dir):
+    import time
+
+    from conftest import tiny_config
+    from proda.train import run_chain
+
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        if rank == 1:
+            time.sleep(1.0)  # the main rank reaches the folder first, as a slower rank under torchrun does
+        run_chain(tiny_config(cache, "source-only"), Path(out_dir), log=lambda *a: None)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_start_one_fresh_run_folder_whichever_looks_first(tmp_path, synthetic_cache):
+    """`python -m proda.train` under torchrun: the main rank writes the run's config.yaml; a later rank must not
+    take it for an earlier run's and refuse the folder ('already holds an unfinished run')."""
+    from conftest import tiny_config
+    from proda.data.stream import open_split
+
+    open_split(tiny_config(synthetic_cache, "source-only"), "source", "train")  # the cache once, here
+    out = tmp_path / "run"
+    mp.spawn(_chain_worker, args=(2, str(tmp_path / "init"), synthetic_cache, str(out)), nprocs=2, join=True)
+    assert (out / "config.yaml").is_file() and (out / "summary.json").is_file()
