@@ -75,11 +75,11 @@ def med(xs: Sequence[float]) -> float:
     return statistics.median(xs)
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]], digits: int = 3) -> str:
-    """A plain fixed-width table; floats printed with ``digits`` decimals (below 1000)."""
+def table(headers: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
+    """A plain fixed-width table; floats printed with 3 decimals (below 1000)."""
     def fmt(v):
         if isinstance(v, float):
-            return f"{v:.{digits}f}" if abs(v) < 1000 else f"{v:,.0f}"
+            return f"{v:.3f}" if abs(v) < 1000 else f"{v:,.0f}"
         return str(v)
 
     rows = [[fmt(v) for v in r] for r in rows]
