@@ -224,8 +224,8 @@ def test_node_id_is_a_content_hash_independent_of_key_order():
 def test_a_field_added_later_keeps_old_node_ids_at_its_old_behaviour_and_moves_them_otherwise():
     from proda.chain import ADDED_FIELDS
 
-    old = {s: dict(fields) for s, fields in ADDED_FIELDS.items()}
-    d = make_config("smoke", "proda", 0, {f"{s}.{k}": v for s, f in old.items() for k, v in f.items()}).to_dict()
+    at_old = {f"{s}.{k}": v for s, fields in ADDED_FIELDS.items() for k, v in fields.items()}
+    d = make_config("smoke", "proda", 0, at_old).to_dict()
     before = {s: {k: v for k, v in sec.items() if k not in ADDED_FIELDS.get(s, {})} if isinstance(sec, dict) else sec
               for s, sec in d.items()}  # the config as it was written before those fields existed
     for kind in ("warmup", "stage1"):
