@@ -6,8 +6,8 @@
     python experiments/ablation.py --grid my_grid.yaml --address auto --workers-per-trial 4 --gpus-per-worker 1
 
 ``--grid`` names a study: a built-in one — default (the 7 Table-3 variants and the control row × 3 seeds,
-embedded benchmark), smoke, proportion (the default study with stage 1 at 1.5× its warm-up, the paper's ratio),
-paper, sensitivity (λ, γ1, γ2 sweeps) — or a grid YAML file (experiments/grids/ holds the built-ins as files).
+embedded benchmark), smoke, paper, sensitivity (λ, γ1, γ2 sweeps) — or a grid YAML file (experiments/grids/
+holds the built-ins as files).
 A grid's ``preset:`` key names the configuration its rows start from (a key of ``proda.presets.PRESETS``, as in
 ``python -m proda.train --preset``). ``--preset NAME``, the older spelling of ``--grid NAME``, still works and
 says so. The study lives in STORAGE/NAME: running the same command again completes an interrupted

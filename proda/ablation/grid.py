@@ -356,16 +356,10 @@ PAPER_SPEC = AblationSpec(name="paper", preset="paper-gta5", variants=TABLE3_VAR
 # three one-axis sweeps around the preset (λ = stage1.proto_momentum, γ1, γ2), not their cross product
 SENSITIVITY_SPEC = AblationSpec(
     name="sensitivity", preset="synthetic", variants=("pd+sl",), seeds=(0, 1, 2),
-    axes=[{"stage1.proto_momentum": [0.9, 0.95, 0.98, 0.995]},
+    axes=[{"stage1.proto_momentum": [0.98, 0.99, 0.995, 0.999]},
           {"stage1.gamma1": [0.0, 1.0, 5.0, 10.0, 20.0]},
           {"stage1.gamma2": [0.0, 0.05, 0.1, 0.2]}])
-# the default study with stage 1 in the paper's proportion to its warm-up (30k after 20k: 1.5×, here 600 steps after
-# 400) and λ by the preset's rule (1 − λ)·steps = 3; ~3× the default study's time. Measured (benchmarks/RESULTS.md,
-# issue 12, stop 25): every step of the ordering gains on every tuning seed, not on the unseen images
-PROPORTION_SPEC = AblationSpec(name="proportion", preset="synthetic", variants=TABLE3_VARIANTS, seeds=(0, 1, 2),
-                               overrides={"stage1.steps": 600, "stage1.proto_momentum": 0.995})
-BUILTIN_SPECS = {"default": DEFAULT_SPEC, "smoke": SMOKE_SPEC, "paper": PAPER_SPEC, "sensitivity": SENSITIVITY_SPEC,
-                 "proportion": PROPORTION_SPEC}
+BUILTIN_SPECS = {"default": DEFAULT_SPEC, "smoke": SMOKE_SPEC, "paper": PAPER_SPEC, "sensitivity": SENSITIVITY_SPEC}
 
 
 def builtin_spec(name: str) -> AblationSpec:
