@@ -54,10 +54,18 @@ def head_start_flags(config: Path) -> list[str]:
     return words[3:]
 
 
+_GIVEN: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free port never handed out before in this session: the kernel may give a just-closed port out again."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        if port not in _GIVEN:
+            _GIVEN.add(port)
+            return port
 
 
 def local_flags(flags: list[str]) -> tuple[list[str], dict[str, int]]:
