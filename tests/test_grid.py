@@ -299,9 +299,9 @@ def test_example_yaml_equals_builtin(name):
 def test_builtin_specs_and_unknown_name():
     assert set(BUILTIN_SPECS) == {"default", "smoke", "paper", "sensitivity"}
     default = expand(DEFAULT_SPEC)  # stage 1 and warmup+ at 1.5× the warm-up (S10), the student twice both (S9)
-    steps = {n.kind: n.config for n in default.nodes.values()}
-    assert steps["warmup"]["warmup"]["steps"] == 400 and steps["stage1"]["stage1"]["steps"] == 600
-    assert steps["extend"]["stage1"]["steps"] == 600 and steps["distill"]["distill"]["steps"] == 2000
+    cfg = {n.kind: n.config for n in default.nodes.values()}  # one node's config per kind (all alike in steps)
+    assert cfg["warmup"]["warmup"]["steps"] == 400 and cfg["stage1"]["stage1"]["steps"] == 600
+    assert cfg["extend"]["stage1"]["steps"] == 600 and cfg["distill"]["distill"]["steps"] == 2000
     assert builtin_spec("paper").preset == "paper-gta5" and len(builtin_spec("paper").variants) == 8
     kinds = {n.kind for n in expand(builtin_spec("smoke")).nodes.values()}
     assert kinds == {"ssl", "warmup", "extend", "pseudo", "stage1", "distill"} and len(builtin_spec("smoke").seeds) == 2
