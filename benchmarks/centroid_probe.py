@@ -1,6 +1,6 @@
 """Does the warm-up's target feature space support prototypical denoising? (issue 12, item 5)
 
-    python benchmarks/centroid_probe.py --study runs/default [--tau 1.0] [--thresholds 0,0.9]
+    python benchmarks/centroid_probe.py --study runs/default [--tau 1.0] [--thresholds 0,0.9] [--check]
 
 For every finished adversarial warm-up node of a study (and its pseudo-label node), on target train at the
 model's output resolution, one JSON line: pixel accuracy of the warm-up's argmax (``classifier``: ST's hard
@@ -11,6 +11,11 @@ frequent class (≥ 3 % of pixels) precision, recall and ``confident_precision``
 ``confusions``; and ``labels``: at each threshold, what ST's ξ(p_{t,0}) and PD's ξ(ω ⊙ p_{t,0}) keep (``kept``, %
 of pixels), how many of those are ``right``, and the mean per-class share labelled right (``class_recall``).
 Nothing here is used for training or model selection.
+
+``--check`` adds issue 12's benchmark check (item 5) per warm-up, one ``check:`` line each, and exits 1 when any
+fails: the nearest ground-truth centroid more accurate than the classifier (pixel accuracy: the warm-up's target
+features cluster by class), and the warm-up's pseudo labels — every pixel's argmax, what the preset's ST trains
+on — at least ``--min-precision`` (80) % right on every frequent class (precision; ≥ 3 % of the pixels).
 """
 
 from __future__ import annotations
@@ -113,12 +118,29 @@ def probe(cfg: Config, model_dir: Path, pseudo_dir: Path | None, tau: float, bat
     return out
 
 
+def check(res: dict, min_precision: float = 80.0) -> list[str]:
+    """Item 5's benchmark check on one :func:`probe` result: the failures, each one line (empty: it passes). The
+    pseudo labels judged are every pixel's argmax, the labels the preset's stage 1 trains on (threshold 0, S1)."""
+    fails = []
+    if res["nearest_gt_centroid"] <= res["classifier"]:
+        fails.append(f"nearest ground-truth centroid {res['nearest_gt_centroid']:.2f} % <= classifier "
+                     f"{res['classifier']:.2f} % (pixel accuracy): the features do not cluster by class")
+    for name, st in res["frequent"].items():
+        if st["precision"] < min_precision:
+            fails.append(f"{name}: pseudo labels {st['precision']:.1f} % right < {min_precision:g} %")
+    return fails
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--study", type=Path, required=True)
     ap.add_argument("--tau", type=float, default=None, help="ω's temperature (default: the node config's stage1.tau)")
     ap.add_argument("--thresholds", default="0,0.9", help="thresholds of the hard labels' table (default 0,0.9)")
+    ap.add_argument("--check", action="store_true", help="issue 12's benchmark check; exit 1 when it fails")
+    ap.add_argument("--min-precision", type=float, default=80.0,
+                    help="--check: the least %% right of the frequent classes' pseudo labels (default 80)")
     args = ap.parse_args()
+    failed = False
     torch.set_num_threads(2)
     nodes = json.loads((args.study / "plan.json").read_text())["nodes"]
     done = lambda nid: (args.study / "nodes" / nid / "done.json").is_file()  # noqa: E731
@@ -132,7 +154,12 @@ def main() -> int:
                     args.tau if args.tau is not None else cfg.stage1.tau,
                     thresholds=tuple(float(t) for t in args.thresholds.split(",")))
         print(json.dumps({"node": nid, "seed": cfg.seed, "synthetic_seed": cfg.data.synthetic_seed, **res}), flush=True)
-    return 0
+        if args.check:
+            fails = check(res, args.min_precision)
+            failed |= bool(fails)
+            print(f"check: warm-up {nid} (seed {cfg.seed}, images {cfg.data.synthetic_seed}): "
+                  + ("PASS" if not fails else "FAIL — " + "; ".join(fails)), flush=True)
+    return 1 if failed else 0
 
 
 if __name__ == "__main__":
